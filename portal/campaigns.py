@@ -1,0 +1,154 @@
+"""Campaign actions shared by the JSON API and the HTML pages.
+
+This is the only module that enqueues work: the row is committed first and is
+the outbox, so a broker outage never loses a campaign (the reconciler sends it later).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from flask import current_app
+from werkzeug.datastructures import FileStorage
+from werkzeug.exceptions import Conflict, NotFound, UnsupportedMediaType
+
+from worker.imaging import sniff_format
+
+from . import library
+from .models import STATUSES, Campaign, User, db, utcnow
+from .schemas import Invalid, parse_campaign
+from .storage import storage
+
+log = logging.getLogger(__name__)
+
+TASK_NAME = "worker.tasks.process_campaign"
+
+
+def submit(user: User, data: dict, upload: FileStorage | None = None) -> Campaign:
+    """Validate a brief (and its upload), store it, commit, then enqueue."""
+    if upload is not None and upload.filename is not None:
+        data.setdefault("image_metadata", {}).setdefault("source_type", "upload")
+    brief = parse_campaign(data, current_app.config["PROHIBITED_WORDS"])
+    meta = brief.image_metadata
+    if meta.source_type == "upload" and (upload is None or not upload.filename):
+        raise Invalid({"image": "Choose an image file to upload."})
+    if meta.source_type == "local":
+        try:
+            library.resolve(current_app.config["IMPORT_DIR"], meta.source_path)
+        except library.NotImportable as e:
+            raise Invalid({"image_metadata.source_path": str(e)}) from None
+    campaign = Campaign(
+        owner_id=user.id,
+        name=brief.name or _name_from(brief.description),
+        description=brief.description, target_market=brief.target_market,
+        campaign_message=brief.campaign_message, products_description=brief.products_description,
+        generate_by_ai=brief.generate_by_ai, source_type=meta.source_type,
+        source_path=meta.source_path if meta.source_type != "upload" else None,
+        ai_prompt=meta.ai_prompt, focal_x=brief.focal_x, focal_y=brief.focal_y)
+    db.session.add(campaign)
+    db.session.flush()  # assigns the id the upload is stored under
+    if meta.source_type == "upload":
+        _store_upload(campaign, upload)
+    try:
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        storage().delete(campaign.id)
+        raise
+    enqueue(campaign)
+    return campaign
+
+
+def _name_from(description: str) -> str:
+    first_line = description.strip().splitlines()[0]
+    return first_line if len(first_line) <= 120 else first_line[:119] + "…"
+
+
+def _store_upload(campaign: Campaign, upload: FileStorage) -> None:
+    head = upload.stream.read(16)
+    upload.stream.seek(0)
+    if sniff_format(head) is None:
+        raise UnsupportedMediaType("The file is not a JPEG, PNG or WebP image.")
+    campaign.source_filename = (upload.filename or "")[-255:]
+    storage().save_upload(campaign.id, upload.stream, current_app.config["MAX_CONTENT_LENGTH"])
+
+
+def enqueue(campaign: Campaign) -> bool:
+    """Send the campaign's id to the workers; False (and the row stays the outbox) if the broker is down."""
+    celery = current_app.extensions["celery"]
+    try:
+        celery.send_task(TASK_NAME, args=[campaign.id], retry=True,
+                         retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2})
+    except Exception as e:  # any broker failure: the reconciler will send it later
+        log.warning("campaign %s not enqueued, broker unavailable: %s", campaign.id, type(e).__name__)
+        return False
+    campaign.enqueued_at = utcnow()
+    db.session.commit()
+    return True
+
+
+def get(user: User, campaign_id: str) -> Campaign:
+    """The campaign if this user may see it; 404 otherwise (never 403: ids stay secret)."""
+    campaign = db.session.get(Campaign, campaign_id)
+    if campaign is None or not (user.is_admin or campaign.owner_id == user.id):
+        raise NotFound("No such campaign.")
+    return campaign
+
+
+@dataclass
+class Page:
+    items: list[Campaign]
+    page: int
+    per_page: int
+    total: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+def list_for(user: User, page: int = 1, per_page: int | None = None,
+             status: str | None = None, query: str | None = None) -> Page:
+    """Campaigns this user may see, newest first."""
+    if status and status not in STATUSES:
+        raise Invalid({"status": f"Must be one of: {', '.join(STATUSES)}."})
+    config = current_app.config
+    per_page = min(max(1, per_page or config["PAGE_SIZE"]), config["MAX_PAGE_SIZE"])
+    page = max(1, page)
+    select = db.select(Campaign)
+    if not user.is_admin:
+        select = select.filter_by(owner_id=user.id)
+    if status:
+        select = select.filter_by(status=status)
+    if query:
+        like = f"%{query.replace('%', '').replace('_', '')}%"
+        select = select.where(Campaign.name.ilike(like) | Campaign.description.ilike(like))
+    total = db.session.execute(select.with_only_columns(db.func.count())).scalar_one()
+    rows = db.session.execute(select.order_by(Campaign.created_at.desc(), Campaign.id.desc())
+                              .limit(per_page).offset((page - 1) * per_page)).scalars().all()
+    return Page(list(rows), page, per_page, total)
+
+
+def counts_for(user: User) -> dict[str, int]:
+    select = db.select(Campaign.status, db.func.count()).group_by(Campaign.status)
+    if not user.is_admin:
+        select = select.filter_by(owner_id=user.id)
+    found = dict(db.session.execute(select).all())
+    return {status: found.get(status, 0) for status in STATUSES}
+
+
+def retry(user: User, campaign_id: str) -> Campaign:
+    campaign = get(user, campaign_id)
+    if campaign.status != "failed":
+        raise Conflict(f"Only a failed campaign can be retried; this one is {campaign.status}.")
+    campaign.restart()
+    db.session.commit()
+    enqueue(campaign)
+    return campaign
+
+
+def delete(user: User, campaign_id: str) -> None:
+    campaign = get(user, campaign_id)
+    db.session.delete(campaign)
+    db.session.commit()
+    storage().delete(campaign_id)

@@ -1,0 +1,73 @@
+"""Every setting with a safe default, read from the environment once at start-up.
+
+Tests pass a dict to ``create_app`` instead; nothing here touches the disk.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise RuntimeError(f"{name} must be a whole number, not {raw!r}") from None
+
+
+def _words(raw: str) -> list[str]:
+    return [w.strip().lower() for w in raw.split(",") if w.strip()]
+
+
+def from_environment() -> dict:
+    instance = Path(_env("PORTAL_INSTANCE_DIR", str(ROOT / "instance"))).resolve()
+    return {
+        # Signs CSRF tokens; required outside the embedded runner, which keeps one in instance/.
+        "SECRET_KEY": os.environ.get("PORTAL_SECRET_KEY"),
+        # Where the embedded defaults keep their state (SQLite, broker folders, secret key).
+        "INSTANCE_DIR": str(instance),
+        # SQLAlchemy URL; mysql+pymysql://user:pw@host/db?charset=utf8mb4 in production.
+        "SQLALCHEMY_DATABASE_URI": _env("DATABASE_URL", f"sqlite:///{instance / 'portal.db'}"),
+        # Celery broker; the filesystem transport needs no server (embedded), redis:// in production.
+        "CELERY_BROKER_URL": _env("CELERY_BROKER_URL", "filesystem://"),
+        # Rendered variants and uploaded sources live here (by campaign id, never by client path).
+        "STORAGE_DIR": str(Path(_env("PORTAL_STORAGE_DIR", str(ROOT / "storage"))).resolve()),
+        # The server folder that `local` campaigns may read from (nothing outside it).
+        "IMPORT_DIR": str(Path(_env("PORTAL_IMPORT_DIR", str(ROOT / "import"))).resolve()),
+        # Largest accepted request body (uploads), in megabytes; larger ones get 413.
+        "MAX_CONTENT_LENGTH": _env_int("PORTAL_MAX_UPLOAD_MB", 25) * 1024 * 1024,
+        # Largest source image accepted, in megapixels and pixels per side (checked before decoding).
+        "MAX_IMAGE_PIXELS": _env_int("PORTAL_MAX_IMAGE_MP", 64) * 1_000_000,
+        "MAX_IMAGE_SIDE": _env_int("PORTAL_MAX_IMAGE_SIDE", 12_000),
+        # Words refused in any brief field or prompt (comma-separated, case-insensitive).
+        "PROHIBITED_WORDS": _words(_env("PORTAL_PROHIBITED_WORDS", "hate,violence,weapon,explicit")),
+        # How many times a campaign is attempted before it is marked failed.
+        "MAX_ATTEMPTS": _env_int("PORTAL_MAX_ATTEMPTS", 3),
+        # Hard time limit of one render task, in seconds; the soft limit is 80% of it.
+        "TASK_TIME_LIMIT": _env_int("PORTAL_TASK_TIME_LIMIT", 300),
+        # A processing campaign whose heartbeat is older than this is taken over (seconds).
+        "LEASE_SECONDS": _env_int("PORTAL_LEASE_SECONDS", 360),
+        # A pending campaign enqueued longer ago than this is enqueued again (seconds).
+        "REENQUEUE_SECONDS": _env_int("PORTAL_REENQUEUE_SECONDS", 600),
+        # How often the reconciler (celery beat) looks for lost campaigns (seconds).
+        "RECONCILE_SECONDS": _env_int("PORTAL_RECONCILE_SECONDS", 30),
+        # Redis visibility timeout; must exceed the task time limit (seconds).
+        "VISIBILITY_TIMEOUT": _env_int("PORTAL_VISIBILITY_TIMEOUT", 900),
+        # Default and largest page size of lists.
+        "PAGE_SIZE": _env_int("PORTAL_PAGE_SIZE", 20),
+        "MAX_PAGE_SIZE": _env_int("PORTAL_MAX_PAGE_SIZE", 100),
+        # The first admin account, created when the users table is empty.
+        "ADMIN_USER": _env("PORTAL_ADMIN_USER", "admin"),
+        "ADMIN_PASSWORD": os.environ.get("PORTAL_ADMIN_PASSWORD"),
+        # Logging level of web and worker.
+        "LOG_LEVEL": _env("PORTAL_LOG_LEVEL", "INFO"),
+    }

@@ -1,0 +1,114 @@
+"""Validation of campaign briefs, shared by the JSON API and the HTML form."""
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class Invalid(Exception):
+    """Offending fields, each with a message for a person: {"image_metadata.source_path": "..."}."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in fields.items()))
+        self.fields = fields
+
+
+class ImageMetadata(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    source_type: Literal["upload", "local", "dropbox", "ai_generated"]
+    source_path: str | None = Field(default=None, max_length=1024)
+    ai_prompt: str | None = Field(default=None, max_length=1000)
+
+    @model_validator(mode="after")
+    def _needs_its_field(self) -> ImageMetadata:
+        if self.source_type in ("local", "dropbox") and not self.source_path:
+            raise _field_error("source_path", f"A {self.source_type} source needs source_path.")
+        if self.source_type == "ai_generated" and not self.ai_prompt:
+            raise _field_error("ai_prompt", "An ai_generated source needs ai_prompt.")
+        return self
+
+
+class CampaignIn(BaseModel):
+    """The original design's request body, plus an optional name and focal point."""
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    name: str | None = Field(default=None, max_length=120)
+    description: str = Field(min_length=1, max_length=2000)
+    target_market: str = Field(min_length=1, max_length=200)
+    campaign_message: str = Field(min_length=1, max_length=500)
+    products_description: str = Field(min_length=1, max_length=2000)
+    image_metadata: ImageMetadata
+    generate_by_ai: bool = False
+    focal_x: float | None = Field(default=None, ge=0, le=1)
+    focal_y: float | None = Field(default=None, ge=0, le=1)
+
+
+class _FieldError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _field_error(field: str, message: str) -> _FieldError:
+    return _FieldError(field, message)
+
+
+TEXT_FIELDS = ("name", "description", "target_market", "campaign_message", "products_description")
+
+
+def parse_campaign(data: object, prohibited: list[str]) -> CampaignIn:
+    """Validate a brief; raises Invalid naming every offending field."""
+    if not isinstance(data, dict):
+        raise Invalid({"body": "Send a JSON object."})
+    try:
+        brief = CampaignIn.model_validate(data)
+    except ValidationError as e:
+        raise Invalid(_fields_of(e)) from None
+    fields = {}
+    texts = {f: getattr(brief, f) for f in TEXT_FIELDS}
+    texts["image_metadata.ai_prompt"] = brief.image_metadata.ai_prompt
+    for field, text in texts.items():
+        word = _prohibited_word(text or "", prohibited)
+        if word:
+            fields[field] = f"Contains the prohibited word '{word}'."
+    if fields:
+        raise Invalid(fields)
+    return brief
+
+
+def _prohibited_word(text: str, words: list[str]) -> str | None:
+    lowered = text.lower()
+    for word in words:
+        if re.search(rf"\b{re.escape(word)}\b", lowered):
+            return word
+    return None
+
+
+def _fields_of(error: ValidationError) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for item in error.errors(include_url=False):
+        loc = [str(p) for p in item["loc"]]
+        ctx_error = (item.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, _FieldError):  # raised by a model validator: name the real field
+            loc.append(ctx_error.field)
+            message = str(ctx_error)
+        else:
+            message = _message(item)
+        fields.setdefault(".".join(loc) or "body", message)
+    return fields
+
+
+def _message(item: dict) -> str:
+    kind, ctx = item["type"], item.get("ctx") or {}
+    if kind == "missing":
+        return "This field is required."
+    if kind == "string_too_short":
+        return "This field must not be empty."
+    if kind == "string_too_long":
+        return f"At most {ctx.get('max_length')} characters."
+    if kind == "literal_error":
+        return f"Must be one of: {ctx.get('expected')}."
+    return item["msg"]

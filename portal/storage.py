@@ -1,0 +1,77 @@
+"""The one place that knows the disk layout.
+
+    <root>/campaigns/<id>/source               an uploaded original (never served)
+    <root>/campaigns/<id>/source.preview.jpg   re-encoded, oriented copy for drawing crop boxes
+    <root>/campaigns/<id>/<1x1|9x16|16x9>.jpg  a rendered variant
+    <root>/campaigns/<id>/<slug>.preview.jpg   its small gallery preview
+
+Paths are built from a campaign id (32 hex digits) and a ratio from a fixed set, never from
+anything a client typed. Every write goes to a temporary name first and is renamed into place,
+so a reader never sees half a file and a re-run simply replaces the previous output.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from flask import current_app
+
+SLUGS = {"1:1": "1x1", "9:16": "9x16", "16:9": "16x9"}
+_ID = re.compile(r"[0-9a-f]{32}")
+
+
+class Storage:
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+
+    def campaign_dir(self, campaign_id: str) -> Path:
+        if not _ID.fullmatch(campaign_id):
+            raise ValueError("not a campaign id")
+        return self.root / "campaigns" / campaign_id
+
+    def source_path(self, campaign_id: str) -> Path:
+        return self.campaign_dir(campaign_id) / "source"
+
+    def source_preview_path(self, campaign_id: str) -> Path:
+        return self.campaign_dir(campaign_id) / "source.preview.jpg"
+
+    def variant_path(self, campaign_id: str, ratio: str, preview: bool = False) -> Path:
+        slug = SLUGS[ratio]  # KeyError for anything outside the fixed set
+        return self.campaign_dir(campaign_id) / (f"{slug}.preview.jpg" if preview else f"{slug}.jpg")
+
+    def write(self, path: Path, data: bytes) -> None:
+        """Write atomically: temp file in the same folder, fsync, rename."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def save_upload(self, campaign_id: str, stream, limit: int) -> int:
+        """Copy an uploaded file stream into place; returns its size."""
+        data = stream.read(limit + 1)
+        if len(data) > limit:
+            raise ValueError("upload larger than the limit")
+        self.write(self.source_path(campaign_id), data)
+        return len(data)
+
+    def delete(self, campaign_id: str) -> None:
+        shutil.rmtree(self.campaign_dir(campaign_id), ignore_errors=True)
+
+    def size_of(self, campaign_id: str) -> int:
+        folder = self.campaign_dir(campaign_id)
+        return sum(p.stat().st_size for p in folder.iterdir()) if folder.is_dir() else 0
+
+
+def storage() -> Storage:
+    """The storage of the current app (web request or worker task)."""
+    return current_app.extensions["storage"]

@@ -1,0 +1,75 @@
+"""Celery wired the way Flask's Celery pattern shows, with the reliability settings of RELIABILITY.md.
+
+The web process only publishes task names (it never imports the tasks); the worker
+imports worker.tasks through `include`. Start a worker with
+    celery -A wsgi:celery_app worker
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from celery import Celery, Task
+from celery.signals import worker_process_init
+from flask import Flask
+
+
+def celery_init_app(app: Flask) -> Celery:
+    class FlaskTask(Task):
+        def __call__(self, *args, **kwargs):
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery = Celery(app.name, task_cls=FlaskTask)
+    celery.config_from_object(_settings(app.config))
+    celery.set_default()
+    app.extensions["celery"] = celery
+
+    @worker_process_init.connect(weak=False)
+    def _fresh_connections(**_):
+        # A forked pool child must not share the parent's sockets (sqlalchemy#7815).
+        with app.app_context():
+            from portal.models import db
+            db.engine.dispose(close=False)
+
+    return celery
+
+
+def _settings(config) -> dict:
+    limit = config["TASK_TIME_LIMIT"]
+    return {
+        "broker_url": config["CELERY_BROKER_URL"],
+        "broker_transport_options": _transport_options(config),
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "include": ["worker.tasks"],
+        "task_ignore_result": True,  # the campaign row is the result
+        "task_acks_late": True,  # ack after the work is done, so a crash redelivers
+        "task_reject_on_worker_lost": True,  # ...even when the pool child was killed
+        "worker_lost_wait": 2.0,
+        "task_time_limit": limit,
+        "task_soft_time_limit": int(limit * 0.8),
+        "worker_prefetch_multiplier": 1,  # reserve no more than we run
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_soft_shutdown_timeout": 30.0,
+        "worker_max_memory_per_child": 1_000_000,  # KiB: recycle a child that grew past ~1 GB
+        "worker_hijack_root_logger": False,
+        "beat_schedule": {
+            "reconcile": {"task": "worker.tasks.reconcile", "schedule": float(config["RECONCILE_SECONDS"])},
+        },
+    }
+
+
+def _transport_options(config) -> dict:
+    if config["CELERY_BROKER_URL"].startswith("filesystem"):
+        # Embedded broker: folders under instance/, polled often so a job starts within ~0.1 s.
+        base = Path(config["INSTANCE_DIR"]) / "broker"
+        folders = {name: base / name for name in ("queue", "processed", "control")}
+        for folder in folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
+        return {"data_folder_in": str(folders["queue"]), "data_folder_out": str(folders["queue"]),
+                "processed_folder": str(folders["processed"]), "store_processed": False,
+                "control_folder": str(folders["control"]), "polling_interval": 0.1}
+    # Redis: unacked work comes back after the visibility timeout, which must outlast a task.
+    return {"visibility_timeout": config["VISIBILITY_TIMEOUT"], "socket_timeout": 5,
+            "socket_connect_timeout": 5, "health_check_interval": 10,
+            "unacked_restore_interval": 10, "unacked_restore_throttle": 1}

@@ -1,0 +1,174 @@
+"""One campaign's run: claim the row, fetch, render, save, finish — every write fenced by attempt.
+
+The attempt counter is the fencing token (RELIABILITY.md §1): a run that lost its lease
+(the reconciler gave its campaign to another run) finds its writes match no row and stops.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+import sqlalchemy as sa
+from celery.exceptions import SoftTimeLimitExceeded
+from flask import current_app
+
+from portal.models import RATIOS, Campaign, Variant, db, utcnow
+from portal.storage import storage
+
+from . import imaging, sources
+
+log = logging.getLogger(__name__)
+
+
+class Fenced(Exception):
+    """This run no longer owns the campaign; stop quietly."""
+
+
+def process(campaign_id: str, task_id: str) -> None:
+    attempt = claim(campaign_id, task_id)
+    if attempt is None:
+        return
+    try:
+        _run(campaign_id, attempt)
+    except Fenced:
+        log.info("campaign %s: attempt %s was superseded", campaign_id, attempt)
+    except (imaging.ImageRejected, sources.SourceError) as e:
+        _fail(campaign_id, attempt, str(e))
+    except SoftTimeLimitExceeded:
+        _fail(campaign_id, attempt, "Processing took too long and was stopped. Try a smaller image.")
+    except sa.exc.OperationalError:
+        db.session.rollback()
+        raise  # the database is away: Celery retries, the reconciler covers the rest
+    except Exception:
+        log.exception("campaign %s: attempt %s crashed", campaign_id, attempt)
+        db.session.rollback()
+        _fail(campaign_id, attempt, f"An internal error stopped processing (reference {task_id}).")
+
+
+def claim(campaign_id: str, task_id: str) -> int | None:
+    """Take the campaign with one conditional UPDATE; the new attempt number, or None if not ours."""
+    config = current_app.config
+    now = utcnow()
+    stale = now - timedelta(seconds=config["LEASE_SECONDS"])
+    c = Campaign
+    claimable = sa.or_(c.status == "pending", sa.and_(
+        c.status == "processing", sa.or_(c.task_id == task_id, c.heartbeat_at < stale)))
+    result = db.session.execute(
+        sa.update(c).where(c.id == campaign_id, c.attempt < config["MAX_ATTEMPTS"], claimable)
+        .values(status="processing", attempt=c.attempt + 1, task_id=task_id, heartbeat_at=now,
+                started_at=now, stage="fetching", progress=5, error_message=None),
+        execution_options={"synchronize_session": False})
+    db.session.commit()
+    if result.rowcount == 1:
+        return db.session.execute(sa.select(c.attempt).where(c.id == campaign_id)).scalar_one()
+    give_up_if_exhausted(campaign_id)
+    return None
+
+
+def give_up_if_exhausted(campaign_id: str) -> None:
+    """A live campaign that used up its attempts (a worker kept dying on it) is failed, not left."""
+    config = current_app.config
+    stale = utcnow() - timedelta(seconds=config["LEASE_SECONDS"])
+    c = Campaign
+    db.session.execute(
+        sa.update(c).where(c.id == campaign_id, c.attempt >= config["MAX_ATTEMPTS"], sa.or_(
+            c.status == "pending", sa.and_(c.status == "processing", c.heartbeat_at < stale)))
+        .values(status="failed", stage=None, finished_at=utcnow(), error_message=(
+            f"Processing stopped unexpectedly {config['MAX_ATTEMPTS']} times; "
+            "the image may be too large or damaged.")),
+        execution_options={"synchronize_session": False})
+    db.session.commit()
+
+
+def _fenced_update(campaign_id: str, attempt: int, **values) -> None:
+    c = Campaign
+    result = db.session.execute(
+        sa.update(c).where(c.id == campaign_id, c.attempt == attempt, c.status == "processing")
+        .values(heartbeat_at=utcnow(), **values), execution_options={"synchronize_session": False})
+    if result.rowcount != 1:
+        db.session.rollback()
+        raise Fenced()
+    db.session.commit()
+
+
+def _run(campaign_id: str, attempt: int) -> None:
+    config = current_app.config
+    started = time.perf_counter()
+    campaign = db.session.get(Campaign, campaign_id, populate_existing=True)
+    data = sources.fetch(campaign)
+    fetched = time.perf_counter()
+    _fenced_update(campaign_id, attempt, stage="rendering", progress=30)
+    focal = (campaign.focal_x, campaign.focal_y) if campaign.focal_x is not None else None
+    rendering = imaging.render(data, focal=focal, max_pixels=config["MAX_IMAGE_PIXELS"],
+                               max_side=config["MAX_IMAGE_SIDE"])
+    rendered = time.perf_counter()
+    _fenced_update(campaign_id, attempt, stage="saving", progress=80)
+    _save_files(campaign_id, rendering)
+    timings = {"fetch_ms": _ms(fetched - started), **{f"{k}_ms": round(v, 1) for k, v in
+               rendering.timings_ms.items()}, "render_total_ms": _ms(rendered - fetched)}
+    _finish(campaign, attempt, rendering, timings, started)
+
+
+def _save_files(campaign_id: str, rendering: imaging.Rendering) -> None:
+    store = storage()
+    store.write(store.source_preview_path(campaign_id), rendering.source_preview)
+    for variant in rendering.variants:
+        store.write(store.variant_path(campaign_id, variant.ratio), variant.jpeg)
+        store.write(store.variant_path(campaign_id, variant.ratio, preview=True), variant.preview)
+
+
+def _finish(campaign: Campaign, attempt: int, rendering: imaging.Rendering,
+            timings: dict, started: float) -> None:
+    """Replace the variant rows and mark completed in one transaction, fenced by attempt."""
+    reason = "focal" if campaign.focal_x is not None else "centre"
+    db.session.execute(sa.delete(Variant).where(Variant.campaign_id == campaign.id))
+    for v in rendering.variants:
+        db.session.add(Variant(
+            campaign_id=campaign.id, ratio=v.ratio, position=RATIOS.index(v.ratio), width=v.width,
+            height=v.height, bytes=len(v.jpeg), crop_x=v.crop.x, crop_y=v.crop.y, crop_w=v.crop.w,
+            crop_h=v.crop.h, crop_reason=reason))
+    timings["total_ms"] = _ms(time.perf_counter() - started)
+    _fenced_update(campaign.id, attempt, status="completed", stage=None, progress=100,
+                   finished_at=utcnow(), timings=timings, source_width=rendering.source_width,
+                   source_height=rendering.source_height)
+
+
+def _fail(campaign_id: str, attempt: int, reason: str) -> None:
+    try:
+        _fenced_update(campaign_id, attempt, status="failed", stage=None, finished_at=utcnow(),
+                       error_message=reason)
+    except Fenced:
+        pass
+    log.info("campaign %s failed: %s", campaign_id, reason)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
+def reconcile() -> dict[str, int]:
+    """Re-enqueue campaigns that were never enqueued or whose run went silent; fail exhausted ones."""
+    from portal.campaigns import enqueue  # the one place that enqueues
+
+    config = current_app.config
+    now = utcnow()
+    c = Campaign
+    lost_pending = sa.and_(c.status == "pending", sa.or_(
+        sa.and_(c.enqueued_at.is_(None), c.created_at < now - timedelta(seconds=5)),
+        c.enqueued_at < now - timedelta(seconds=config["REENQUEUE_SECONDS"])))
+    silent = sa.and_(c.status == "processing",
+                     c.heartbeat_at < now - timedelta(seconds=config["LEASE_SECONDS"]),
+                     sa.or_(c.enqueued_at.is_(None), c.enqueued_at < c.heartbeat_at))
+    rows = db.session.execute(sa.select(c).where(sa.or_(lost_pending, silent))
+                              .order_by(c.created_at).limit(200)).scalars().all()
+    counts = {"enqueued": 0, "failed": 0}
+    for campaign in rows:
+        if campaign.attempt >= config["MAX_ATTEMPTS"]:
+            give_up_if_exhausted(campaign.id)
+            counts["failed"] += 1
+        elif enqueue(campaign):
+            counts["enqueued"] += 1
+    if any(counts.values()):
+        log.info("reconciler: %s", counts)
+    return counts
