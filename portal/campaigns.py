@@ -30,14 +30,15 @@ def submit(user: User, data: dict, upload: FileStorage | None = None) -> Campaig
         data.setdefault("image_metadata", {}).setdefault("source_type", "upload")
     brief = parse_campaign(data, current_app.config["PROHIBITED_WORDS"])
     meta = brief.image_metadata
-    if meta.source_type == "upload" and (upload is None or not upload.filename):
-        raise Invalid({"image": "Choose an image file to upload."})
+    if meta.source_type == "upload":
+        _check_upload(upload)
     if meta.source_type == "local":
         try:
             library.resolve(current_app.config["IMPORT_DIR"], meta.source_path)
         except library.NotImportable as e:
             raise Invalid({"image_metadata.source_path": str(e)}) from None
     campaign = Campaign(
+        source_filename=upload.filename[-255:] if meta.source_type == "upload" else None,
         owner_id=user.id,
         name=brief.name or _name_from(brief.description),
         description=brief.description, target_market=brief.target_market,
@@ -47,9 +48,9 @@ def submit(user: User, data: dict, upload: FileStorage | None = None) -> Campaig
         ai_prompt=meta.ai_prompt, focal_x=brief.focal_x, focal_y=brief.focal_y)
     db.session.add(campaign)
     db.session.flush()  # assigns the id the upload is stored under
-    if meta.source_type == "upload":
-        _store_upload(campaign, upload)
     try:
+        if meta.source_type == "upload":
+            storage().save_upload(campaign.id, upload.stream, current_app.config["MAX_CONTENT_LENGTH"])
         db.session.commit()
     except BaseException:
         db.session.rollback()
@@ -64,13 +65,14 @@ def _name_from(description: str) -> str:
     return first_line if len(first_line) <= 120 else first_line[:119] + "…"
 
 
-def _store_upload(campaign: Campaign, upload: FileStorage) -> None:
+def _check_upload(upload: FileStorage | None) -> None:
+    """The file must be there and be an image by its bytes (never by its name or Content-Type)."""
+    if upload is None or not upload.filename:
+        raise Invalid({"image": "Choose an image file to upload."})
     head = upload.stream.read(16)
     upload.stream.seek(0)
     if sniff_format(head) is None:
         raise UnsupportedMediaType("The file is not a JPEG, PNG or WebP image.")
-    campaign.source_filename = (upload.filename or "")[-255:]
-    storage().save_upload(campaign.id, upload.stream, current_app.config["MAX_CONTENT_LENGTH"])
 
 
 def enqueue(campaign: Campaign) -> bool:

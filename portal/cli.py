@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 from flask import Flask
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from flask_migrate import upgrade
 
 from .auth import create_user, ensure_admin, hash_password
@@ -71,6 +71,7 @@ def bootstrap() -> str | None:
 
 
 @click.command("bootstrap")
+@with_appcontext
 def bootstrap_command() -> None:
     """Migrate the database and create the first admin if there is no user yet."""
     from flask import current_app
