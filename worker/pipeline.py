@@ -5,6 +5,7 @@ The attempt counter is the fencing token (RELIABILITY.md §1): a run that lost i
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from datetime import timedelta
@@ -135,11 +136,9 @@ def _finish(campaign: Campaign, attempt: int, rendering: imaging.Rendering,
 
 
 def _fail(campaign_id: str, attempt: int, reason: str) -> None:
-    try:
+    with contextlib.suppress(Fenced):  # a newer run owns the campaign; its outcome stands
         _fenced_update(campaign_id, attempt, status="failed", stage=None, finished_at=utcnow(),
                        error_message=reason)
-    except Fenced:
-        pass
     log.info("campaign %s failed: %s", campaign_id, reason)
 
 
