@@ -43,7 +43,9 @@ def main() -> int:
         "--schedule", str(instance / "celerybeat-schedule")], cwd=ROOT)
     web = subprocess.Popen([
         python, "-m", "gunicorn", "wsgi:app", "--bind", f"{host}:{port}", "--workers", "2",
-        "--threads", "4", "--access-logfile", "-"], cwd=ROOT)
+        "--threads", "4", "--access-logfile", "-",
+        # gunicorn 27's control socket defaults to one per user: two portals would share it.
+        "--control-socket", str(instance / "gunicorn.ctl")], cwd=ROOT)
     print(f"\n  Campaign portal: http://{host}:{port}/", flush=True)
     if generated:
         print(f"  Sign in as {settings['ADMIN_USER']!r} with password {generated!r}"

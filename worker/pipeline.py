@@ -33,7 +33,7 @@ def process(campaign_id: str, task_id: str) -> None:
     try:
         _run(campaign_id, attempt)
     except Fenced:
-        log.info("campaign %s: attempt %s was superseded", campaign_id, attempt)
+        _superseded(campaign_id, attempt)
     except (imaging.ImageRejected, sources.SourceError) as e:
         _fail(campaign_id, attempt, str(e))
     except SoftTimeLimitExceeded:
@@ -82,7 +82,18 @@ def give_up_if_exhausted(campaign_id: str) -> None:
     db.session.commit()
 
 
-def _fenced_update(campaign_id: str, attempt: int, **values) -> None:
+def _superseded(campaign_id: str, attempt: int) -> None:
+    db.session.rollback()
+    if db.session.get(Campaign, campaign_id) is None:
+        # Deleted while we rendered: our writes may have recreated its folder after the delete.
+        storage().delete(campaign_id)
+        log.info("campaign %s was deleted during attempt %s", campaign_id, attempt)
+    else:
+        log.info("campaign %s: attempt %s was superseded", campaign_id, attempt)
+
+
+def _fenced_update(campaign_id: str, attempt: int, commit: bool = True, **values) -> None:
+    """Update the row only if this attempt still owns it; else Fenced (and nothing written)."""
     c = Campaign
     result = db.session.execute(
         sa.update(c).where(c.id == campaign_id, c.attempt == attempt, c.status == "processing")
@@ -90,7 +101,8 @@ def _fenced_update(campaign_id: str, attempt: int, **values) -> None:
     if result.rowcount != 1:
         db.session.rollback()
         raise Fenced()
-    db.session.commit()
+    if commit:
+        db.session.commit()
 
 
 def _run(campaign_id: str, attempt: int) -> None:
@@ -101,6 +113,7 @@ def _run(campaign_id: str, attempt: int) -> None:
     fetched = time.perf_counter()
     _fenced_update(campaign_id, attempt, stage="rendering", progress=30)
     focal = (campaign.focal_x, campaign.focal_y) if campaign.focal_x is not None else None
+    reason = "focal" if focal else "centre"
     rendering = imaging.render(data, focal=focal, max_pixels=config["MAX_IMAGE_PIXELS"],
                                max_side=config["MAX_IMAGE_SIDE"])
     rendered = time.perf_counter()
@@ -108,7 +121,7 @@ def _run(campaign_id: str, attempt: int) -> None:
     _save_files(campaign_id, rendering)
     timings = {"fetch_ms": _ms(fetched - started), **{f"{k}_ms": round(v, 1) for k, v in
                rendering.timings_ms.items()}, "render_total_ms": _ms(rendered - fetched)}
-    _finish(campaign, attempt, rendering, timings, started)
+    _finish(campaign_id, attempt, reason, rendering, timings, started)
 
 
 def _save_files(campaign_id: str, rendering: imaging.Rendering) -> None:
@@ -119,20 +132,21 @@ def _save_files(campaign_id: str, rendering: imaging.Rendering) -> None:
         store.write(store.variant_path(campaign_id, variant.ratio, preview=True), variant.preview)
 
 
-def _finish(campaign: Campaign, attempt: int, rendering: imaging.Rendering,
+def _finish(campaign_id: str, attempt: int, reason: str, rendering: imaging.Rendering,
             timings: dict, started: float) -> None:
-    """Replace the variant rows and mark completed in one transaction, fenced by attempt."""
-    reason = "focal" if campaign.focal_x is not None else "centre"
-    db.session.execute(sa.delete(Variant).where(Variant.campaign_id == campaign.id))
-    for v in rendering.variants:
-        db.session.add(Variant(
-            campaign_id=campaign.id, ratio=v.ratio, position=RATIOS.index(v.ratio), width=v.width,
-            height=v.height, bytes=len(v.jpeg), crop_x=v.crop.x, crop_y=v.crop.y, crop_w=v.crop.w,
-            crop_h=v.crop.h, crop_reason=reason))
+    """Mark completed and replace the variant rows in one transaction, fenced by attempt."""
     timings["total_ms"] = _ms(time.perf_counter() - started)
-    _fenced_update(campaign.id, attempt, status="completed", stage=None, progress=100,
+    # The fenced UPDATE first: it also locks the row, so a concurrent delete waits for us.
+    _fenced_update(campaign_id, attempt, commit=False, status="completed", stage=None, progress=100,
                    finished_at=utcnow(), timings=timings, source_width=rendering.source_width,
                    source_height=rendering.source_height)
+    db.session.execute(sa.delete(Variant).where(Variant.campaign_id == campaign_id))
+    for v in rendering.variants:
+        db.session.add(Variant(
+            campaign_id=campaign_id, ratio=v.ratio, position=RATIOS.index(v.ratio), width=v.width,
+            height=v.height, bytes=len(v.jpeg), crop_x=v.crop.x, crop_y=v.crop.y, crop_w=v.crop.w,
+            crop_h=v.crop.h, crop_reason=reason))
+    db.session.commit()
 
 
 def _fail(campaign_id: str, attempt: int, reason: str) -> None:

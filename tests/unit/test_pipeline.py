@@ -157,3 +157,22 @@ def test_exif_rotated_upload_is_reported_in_oriented_pixels(app):
     pipeline.process(row.id, "task-1")
     db.session.refresh(row)
     assert (row.source_width, row.source_height) == (1200, 1600)
+
+
+def test_a_campaign_deleted_while_saving_leaves_no_files(app, monkeypatch, caplog):
+    row = campaign(app, data=jpeg_bytes())
+    store = app.extensions["storage"]
+    save = pipeline._save_files
+
+    def save_then_user_deletes(campaign_id, rendering):
+        store.delete(campaign_id)  # the web request's delete: files first...
+        db.session.execute(db.delete(Campaign).where(Campaign.id == campaign_id))
+        db.session.commit()
+        save(campaign_id, rendering)  # ...then our writes recreate the folder
+
+    monkeypatch.setattr(pipeline, "_save_files", save_then_user_deletes)
+    campaign_id = row.id
+    pipeline.process(campaign_id, "task-1")
+    assert not store.campaign_dir(campaign_id).exists()
+    assert db.session.query(Variant).count() == 0
+    assert "crashed" not in caplog.text
