@@ -31,7 +31,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     from worker.celery_app import celery_init_app
 
-    from . import api, auth, cli, errors, health, security, views
+    from . import api, auth, cli, errors, health, library_api, security, views  # noqa: F401 (routes)
     from .models import db
     from .storage import Storage
 

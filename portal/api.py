@@ -52,11 +52,19 @@ def create_campaign():
 
 
 def form_to_brief(form) -> dict:
-    """Flat form fields (the portal form, multipart scripts) in the JSON body's shape."""
-    brief = {k: v for k, v in form.items() if k not in ("source_type", "source_path", "ai_prompt")}
-    meta = {k: form[k] for k in ("source_type", "source_path", "ai_prompt") if form.get(k)}
-    brief["image_metadata"] = meta
-    for key in ("focal_x", "focal_y"):
+    """Flat form fields (the portal form, multipart scripts) in the JSON body's shape.
+
+    The portal's form has one path field per source panel (library_path, dropbox_url);
+    scripts send source_path.
+    """
+    meta_keys = ("source_type", "source_path", "ai_prompt", "library_path", "dropbox_url")
+    brief = {k: v for k, v in form.items() if k not in meta_keys and k != "csrf_token"}
+    source_type = form.get("source_type", "")
+    panel_path = {"local": form.get("library_path"), "dropbox": form.get("dropbox_url")}.get(source_type)
+    meta = {"source_type": source_type, "source_path": form.get("source_path") or panel_path,
+            "ai_prompt": form.get("ai_prompt")}
+    brief["image_metadata"] = {k: v for k, v in meta.items() if v}
+    for key in ("focal_x", "focal_y", "name"):
         if brief.get(key) == "":
             del brief[key]
     return brief
@@ -64,8 +72,8 @@ def form_to_brief(form) -> dict:
 
 @bp.get("/campaigns")
 def list_campaigns():
-    page = campaigns.list_for(current_user(), page=_int_arg("page", 1),
-                              per_page=_int_arg("per_page", None),
+    page = campaigns.list_for(current_user(), page=int_arg("page", 1),
+                              per_page=int_arg("per_page", None),
                               status=request.args.get("status") or None,
                               query=request.args.get("q") or None)
     def page_url(n: int) -> str:
@@ -76,7 +84,7 @@ def list_campaigns():
                           "prev": page_url(page.page - 1) if page.page > 1 else None})
 
 
-def _int_arg(name: str, default: int | None) -> int | None:
+def int_arg(name: str, default: int | None) -> int | None:
     raw = request.args.get(name)
     if raw in (None, ""):
         return default

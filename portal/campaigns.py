@@ -9,13 +9,14 @@ import logging
 from dataclasses import dataclass
 
 from flask import current_app
+from sqlalchemy.orm import contains_eager
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import Conflict, NotFound, UnsupportedMediaType
 
 from worker.imaging import sniff_format
 
 from . import library
-from .models import STATUSES, Campaign, User, db, utcnow
+from .models import RATIOS, STATUSES, Campaign, User, Variant, db, utcnow
 from .schemas import Invalid, parse_campaign
 from .storage import storage
 
@@ -129,6 +130,28 @@ def list_for(user: User, page: int = 1, per_page: int | None = None,
     rows = db.session.execute(select.order_by(Campaign.created_at.desc(), Campaign.id.desc())
                               .limit(per_page).offset((page - 1) * per_page)).scalars().all()
     return Page(list(rows), page, per_page, total)
+
+
+def variants_for(user: User, page: int = 1, per_page: int | None = None, ratio: str | None = None,
+                 campaign_id: str | None = None) -> Page:
+    """Rendered variants of the completed campaigns this user may see, newest first (the gallery)."""
+    if ratio and ratio not in RATIOS:
+        raise Invalid({"ratio": f"Must be one of: {', '.join(RATIOS)}."})
+    config = current_app.config
+    per_page = min(max(1, per_page or config["PAGE_SIZE"]), config["MAX_PAGE_SIZE"])
+    select = db.select(Variant).join(Campaign).where(Campaign.status == "completed")
+    if not user.is_admin:
+        select = select.where(Campaign.owner_id == user.id)
+    if ratio:
+        select = select.where(Variant.ratio == ratio)
+    if campaign_id:
+        select = select.where(Campaign.id == campaign_id)
+    total = db.session.execute(select.with_only_columns(db.func.count())).scalar_one()
+    rows = db.session.execute(
+        select.options(contains_eager(Variant.campaign))
+        .order_by(Campaign.finished_at.desc(), Campaign.id, Variant.position)
+        .limit(per_page).offset((max(1, page) - 1) * per_page)).scalars().all()
+    return Page(list(rows), max(1, page), per_page, total)
 
 
 def counts_for(user: User) -> dict[str, int]:

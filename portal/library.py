@@ -45,3 +45,43 @@ def read(import_dir: str, relative: str, limit: int) -> bytes:
     if len(data) > limit:
         raise NotImportable(f"'{relative}' is larger than the {limit // (1024 * 1024)} MB limit.")
     return data
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+
+
+def listing(import_dir: str, folder: str = "") -> tuple[list[str], list[dict]]:
+    """Sub-folders and importable images directly inside `folder` (relative), sorted by name.
+
+    Symlinks are followed only when they stay inside the import folder, like resolve().
+    """
+    root = os.path.realpath(import_dir)
+    base = _folder(root, folder)
+    folders, images = [], []
+    try:
+        entries = sorted(os.scandir(base), key=lambda e: e.name.lower())
+    except FileNotFoundError:
+        return [], []
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        relative = os.path.relpath(os.path.join(base, entry.name), root)
+        real = os.path.realpath(entry.path)
+        if os.path.commonpath([root, real]) != root:
+            continue
+        if os.path.isdir(real):
+            folders.append(relative)
+        elif os.path.isfile(real) and entry.name.lower().endswith(IMAGE_SUFFIXES):
+            images.append({"path": relative, "name": entry.name, "bytes": os.path.getsize(real)})
+    return folders, images
+
+
+def _folder(root: str, folder: str) -> str:
+    if not folder:
+        return root
+    if "\x00" in folder or os.path.isabs(folder) or ".." in Path(folder).parts:
+        raise NotImportable("The folder must be a path inside the import folder.")
+    real = os.path.realpath(os.path.join(root, folder))
+    if os.path.commonpath([root, real]) != root or not os.path.isdir(real):
+        raise NotImportable(f"There is no folder '{folder}' in the import folder.")
+    return real

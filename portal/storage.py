@@ -4,6 +4,7 @@
     <root>/campaigns/<id>/source.preview.jpg   re-encoded, oriented copy for drawing crop boxes
     <root>/campaigns/<id>/<1x1|9x16|16x9>.jpg  a rendered variant
     <root>/campaigns/<id>/<slug>.preview.jpg   its small gallery preview
+    <root>/library-thumbs/<sha256>.jpg        cached thumbnails of import-folder images
 
 Paths are built from a campaign id (32 hex digits) and a ratio from a fixed set, never from
 anything a client typed. Every write goes to a temporary name first and is renamed into place,
@@ -41,6 +42,11 @@ class Storage:
     def variant_path(self, campaign_id: str, ratio: str, preview: bool = False) -> Path:
         slug = SLUGS[ratio]  # KeyError for anything outside the fixed set
         return self.campaign_dir(campaign_id) / (f"{slug}.preview.jpg" if preview else f"{slug}.jpg")
+
+    def library_thumb_path(self, key: str) -> Path:
+        if not re.fullmatch(r"[0-9a-f]{64}", key):
+            raise ValueError("not a thumbnail key")
+        return self.root / "library-thumbs" / f"{key}.jpg"
 
     def write(self, path: Path, data: bytes) -> None:
         """Write atomically: temp file in the same folder, fsync, rename."""

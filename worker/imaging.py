@@ -320,3 +320,20 @@ def _encode(im: Image.Image, quality: int) -> bytes:
     # No exif/icc_profile/xmp arguments: Pillow writes only what it is given, so no metadata.
     im.save(out, "JPEG", quality=quality, subsampling=JPEG_SUBSAMPLING, optimize=False, progressive=False)
     return out.getvalue()
+
+
+def thumbnail(data: bytes, size: tuple[int, int] = (320, 320), *, max_pixels: int = 64_000_000,
+              max_side: int = 12_000) -> bytes:
+    """A small upright JPEG of an image (for pickers), with the same checks as render()."""
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise ImageRejected("The file is not a JPEG, PNG or WebP image.")
+    im = _open(data, fmt, max_pixels)
+    _check_size(im.width, im.height, max_pixels, max_side)
+    if fmt == "JPEG":
+        im.draft("RGB", (size[0] * 2, size[1] * 2))  # DCT-scale: a picker needs few pixels
+    _load(im)
+    method = _ORIENT[_exif_orientation(im)][0]
+    upright = _normalise_mode(im.transpose(method) if method is not None else im)
+    upright.thumbnail(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
+    return _encode(_srgb_converter(upright.mode, im.info.get("icc_profile"))(upright), PREVIEW_QUALITY)

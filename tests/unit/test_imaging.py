@@ -451,3 +451,16 @@ def test_reducing_gap_keeps_50db_at_every_downscale_factor(factor):
     size = (round(1800 / factor),) * 2
     ours = source.resize(size, Image.Resampling.LANCZOS, reducing_gap=imaging.REDUCING_GAP)
     assert psnr(ours, source.resize(size, Image.Resampling.LANCZOS)) >= 50
+
+
+def test_thumbnail_is_small_upright_and_checked():
+    from worker.imaging import thumbnail
+
+    buf = BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (2000, 1000), (0, 0, 255)).save(buf, "JPEG", exif=exif)
+    with Image.open(BytesIO(thumbnail(buf.getvalue()))) as im:
+        assert im.format == "JPEG" and im.size == (160, 320)
+    with pytest.raises(ImageRejected):
+        thumbnail(b"GIF89a" + bytes(64))
