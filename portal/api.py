@@ -98,6 +98,13 @@ def get_campaign(campaign_id: str):
     return jsonify(campaign_json(campaigns.get(current_user(), campaign_id)))
 
 
+@bp.patch("/campaigns/<campaign_id>")
+def patch_campaign(campaign_id: str):
+    """Move the focal point or set crops by hand; the campaign renders again (202)."""
+    campaign = campaigns.recrop(current_user(), campaign_id, request.get_json(silent=True))
+    return jsonify(id=campaign.id, status=campaign.status, links=_links(campaign)), 202
+
+
 @bp.delete("/campaigns/<campaign_id>")
 def delete_campaign(campaign_id: str):
     campaigns.delete(current_user(), campaign_id)
@@ -207,7 +214,8 @@ def campaign_json(c: Campaign) -> dict:
         "generate_by_ai": c.generate_by_ai,
         "image_metadata": {"source_type": c.source_type, "source_path": c.source_path,
                            "ai_prompt": c.ai_prompt, "filename": c.source_filename},
-        "focal_x": c.focal_x, "focal_y": c.focal_y,
+        "focal_x": c.focal_x, "focal_y": c.focal_y, "crop_overrides": c.crop_overrides,
+        "placeholder": c.placeholder,
         "status": c.status, "stage": c.stage, "progress": c.progress,
         "error_message": c.error_message, "attempt": c.attempt,
         "source": {"width": c.source_width, "height": c.source_height},

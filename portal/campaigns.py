@@ -13,11 +13,11 @@ from sqlalchemy.orm import contains_eager
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import Conflict, NotFound, UnsupportedMediaType
 
-from worker.imaging import sniff_format
+from worker.imaging import Box, ImageRejected, check_crop, sniff_format
 
 from . import library
 from .models import RATIOS, STATUSES, Campaign, User, Variant, db, utcnow
-from .schemas import Invalid, parse_campaign
+from .schemas import Invalid, parse_campaign, parse_patch
 from .storage import storage
 
 log = logging.getLogger(__name__)
@@ -170,6 +170,48 @@ def retry(user: User, campaign_id: str) -> Campaign:
     db.session.commit()
     enqueue(campaign)
     return campaign
+
+
+def recrop(user: User, campaign_id: str, data: object) -> Campaign:
+    """Move the focal point and/or set crops by hand, then render again (a new run, same lifecycle).
+
+    A new focal point re-renders every ratio without a manual crop; a changed crop re-renders
+    only its own ratio when the others are already done.
+    """
+    patch = parse_patch(data)
+    campaign = get(user, campaign_id)
+    if not campaign.is_done:
+        raise Conflict(f"The campaign is {campaign.status}; change its crops once it has finished.")
+    changed: set[str] = set()
+    if "focal_x" in patch.model_fields_set:
+        campaign.focal_x, campaign.focal_y = patch.focal_x, patch.focal_y
+        changed |= {r for r in RATIOS if not campaign.crop_override(r)}
+    if patch.crops:
+        changed |= _apply_crops(campaign, patch.crops)
+    partial = campaign.status == "completed" and len(campaign.variants) == len(RATIOS)
+    campaign.restart()
+    campaign.rerender_ratios = sorted(changed, key=RATIOS.index) if partial and changed else None
+    db.session.commit()
+    enqueue(campaign)
+    return campaign
+
+
+def _apply_crops(campaign: Campaign, crops: dict) -> set[str]:
+    if not campaign.source_width:
+        raise Conflict("Crops can be set once the source image has been processed.")
+    overrides = dict(campaign.crop_overrides or {})
+    for ratio, crop in crops.items():
+        if crop is None:
+            overrides.pop(ratio, None)
+            continue
+        box = Box(crop.x, crop.y, crop.w, crop.h)
+        try:
+            check_crop(ratio, box, campaign.source_width, campaign.source_height)
+        except ImageRejected as e:
+            raise Invalid({f"crops.{ratio}": str(e)}) from None
+        overrides[ratio] = {"x": box.x, "y": box.y, "w": box.w, "h": box.h}
+    campaign.crop_overrides = overrides or None
+    return set(crops)
 
 
 def delete(user: User, campaign_id: str) -> None:

@@ -73,6 +73,13 @@ class Campaign(db.Model):
     source_height: Mapped[int | None]
     focal_x: Mapped[float | None]
     focal_y: Mapped[float | None]
+    # A person's own crop per ratio, {"1:1": {"x":..,"y":..,"w":..,"h":..}}; wins over focal and auto.
+    crop_overrides: Mapped[dict | None] = mapped_column(sa.JSON)
+    # Ratios the next run re-renders (after one crop was edited); None means all three.
+    rerender_ratios: Mapped[list | None] = mapped_column(sa.JSON)
+    # Generation options sent to Firefly with ai_prompt, and whether the source is a stand-in.
+    ai_options: Mapped[dict | None] = mapped_column(sa.JSON)
+    placeholder: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     # Lifecycle: pending -> processing -> completed | failed; see claim() in worker/pipeline.py.
     status: Mapped[str] = mapped_column(sa.String(16), default="pending")
     stage: Mapped[str | None] = mapped_column(sa.String(32))
@@ -102,6 +109,9 @@ class Campaign(db.Model):
         self.error_message, self.attempt, self.task_id = None, 0, None
         self.enqueued_at = self.heartbeat_at = self.started_at = self.finished_at = None
 
+    def crop_override(self, ratio: str) -> dict | None:
+        return (self.crop_overrides or {}).get(ratio)
+
 
 class Variant(db.Model):
     __tablename__ = "variants"
@@ -118,7 +128,7 @@ class Variant(db.Model):
     crop_y: Mapped[int]
     crop_w: Mapped[int]
     crop_h: Mapped[int]
-    crop_reason: Mapped[str] = mapped_column(sa.String(16))  # centre | focal | manual
+    crop_reason: Mapped[str] = mapped_column(sa.String(16))  # auto | focal | manual
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
     campaign: Mapped[Campaign] = relationship(back_populates="variants")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from functools import cache
 
 from .models import STATUSES
-from .schemas import CampaignIn
+from .schemas import CampaignIn, CampaignPatch
 
 _REF = "#/components/schemas/{model}"
 
@@ -34,7 +34,8 @@ _CAMPAIGN = {"type": "object", "required": ["id", "status", "variants", "links"]
     "target_market": {"type": "string"}, "campaign_message": {"type": "string"},
     "products_description": {"type": "string"}, "generate_by_ai": {"type": "boolean"},
     "image_metadata": {"type": "object"}, "focal_x": {"type": ["number", "null"]},
-    "focal_y": {"type": ["number", "null"]}, "status": {"type": "string", "enum": list(STATUSES)},
+    "focal_y": {"type": ["number", "null"]}, "crop_overrides": {"type": ["object", "null"]},
+    "placeholder": {"type": "boolean"}, "status": {"type": "string", "enum": list(STATUSES)},
     "stage": {"type": ["string", "null"]}, "progress": {"type": "integer"},
     "error_message": {"type": ["string", "null"]}, "attempt": {"type": "integer"},
     "source": {"type": "object"}, "timings": {"type": ["object", "null"]},
@@ -75,6 +76,10 @@ def _paths() -> dict:
             "parameters": [_ID],
             "get": {"summary": "A campaign with its status and variants",
                     "responses": {"200": {"description": "The campaign", "content": _json("Campaign")}, **_COMMON}},
+            "patch": {"summary": "Move the focal point and/or set crops by hand; renders again",
+                      "requestBody": {"required": True, "content": _json("CampaignPatch")},
+                      "responses": {"202": accepted, "409": _error("Still running, or not processed yet"),
+                                    "422": _error("Invalid fields"), **_COMMON}},
             "delete": {"summary": "Delete a campaign and its files",
                        "responses": {"204": {"description": "Deleted"}, **_COMMON}}},
         "/api/campaigns/{campaign_id}/retry": {
@@ -110,9 +115,10 @@ def _paths() -> dict:
 @cache
 def document() -> dict:
     brief = CampaignIn.model_json_schema(ref_template=_REF)
-    schemas = brief.pop("$defs", {})
+    patch = CampaignPatch.model_json_schema(ref_template=_REF)
+    schemas = {**brief.pop("$defs", {}), **patch.pop("$defs", {})}
     schemas.update({
-        "CampaignIn": brief, "Variant": _VARIANT, "Campaign": _CAMPAIGN,
+        "CampaignIn": brief, "CampaignPatch": patch, "Variant": _VARIANT, "Campaign": _CAMPAIGN,
         "Accepted": {"type": "object", "required": ["id", "status", "links"], "properties": {
             "id": {"type": "string"}, "status": {"type": "string"}, "links": {"type": "object"}}},
         "CampaignPage": {"type": "object", "properties": {

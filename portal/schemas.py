@@ -90,7 +90,7 @@ def _prohibited_word(text: str, words: list[str]) -> str | None:
 def _fields_of(error: ValidationError) -> dict[str, str]:
     fields: dict[str, str] = {}
     for item in error.errors(include_url=False):
-        loc = [str(p) for p in item["loc"]]
+        loc = [str(p) for p in item["loc"] if p != "[key]"]  # a bad dict key: name the key itself
         ctx_error = (item.get("ctx") or {}).get("error")
         if isinstance(ctx_error, _FieldError):  # raised by a model validator: name the real field
             loc.append(ctx_error.field)
@@ -112,3 +112,40 @@ def _message(item: dict) -> str:
     if kind == "literal_error":
         return f"Must be one of: {ctx.get('expected')}."
     return item["msg"]
+
+
+class CropIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    x: int = Field(ge=0)
+    y: int = Field(ge=0)
+    w: int = Field(ge=1)
+    h: int = Field(ge=1)
+
+
+class CampaignPatch(BaseModel):
+    """A new focal point (both coordinates, or both null to clear it) and/or crops per ratio
+    (a box in source pixels, or null to go back to the automatic crop)."""
+    model_config = ConfigDict(extra="forbid")
+
+    focal_x: float | None = Field(default=None, ge=0, le=1)
+    focal_y: float | None = Field(default=None, ge=0, le=1)
+    crops: dict[Literal["1:1", "9:16", "16:9"], CropIn | None] | None = None
+
+    @model_validator(mode="after")
+    def _focal_pair(self) -> CampaignPatch:
+        sent = self.model_fields_set
+        if ("focal_x" in sent) != ("focal_y" in sent) or (self.focal_x is None) != (self.focal_y is None):
+            raise _field_error("focal_x", "Give focal_x and focal_y together (or both null to clear).")
+        if not sent:
+            raise _field_error("body", "Send focal_x/focal_y and/or crops.")
+        return self
+
+
+def parse_patch(data: object) -> CampaignPatch:
+    if not isinstance(data, dict):
+        raise Invalid({"body": "Send a JSON object."})
+    try:
+        return CampaignPatch.model_validate(data)
+    except ValidationError as e:
+        raise Invalid(_fields_of(e)) from None

@@ -11,7 +11,7 @@ import math
 import re
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from functools import cache
 from io import BytesIO
@@ -141,9 +141,11 @@ def render(
     crops: dict[str, Box] | None = None,
     max_pixels: int = 64_000_000,
     max_side: int = 12_000,
+    only: Collection[str] | None = None,
 ) -> Rendering:
     """Decode once (DCT-scaled for JPEG), crop and resize each ratio, re-encode everything.
-    crops: explicit boxes in oriented source pixels, overriding the computed ones."""
+    crops: explicit boxes in oriented source pixels, overriding the computed ones.
+    only: render just these ratios (a re-render of one edited crop); all by default."""
     t0 = time.perf_counter()
     fmt = sniff_format(data)
     if fmt is None:
@@ -151,12 +153,13 @@ def render(
     src = _decode(data, fmt, focal, crops or {}, max_pixels, max_side)
     t1 = time.perf_counter()
     to_srgb = _srgb_converter(src.image.mode, src.icc)
+    chosen = [(r, box) for r, box in zip(RATIOS, src.boxes, strict=True) if only is None or r in only]
     outputs = [to_srgb(src.image.resize(RATIOS[r], Image.Resampling.LANCZOS,
                                         box=_decoded_box(src, box), reducing_gap=REDUCING_GAP))
-               for r, box in zip(RATIOS, src.boxes, strict=True)]
+               for r, box in chosen]
     source_preview = to_srgb(_fit(src, SOURCE_PREVIEW_SIZE))
     t2 = time.perf_counter()
-    variants = [_variant(r, box, out) for r, box, out in zip(RATIOS, src.boxes, outputs, strict=True)]
+    variants = [_variant(r, box, out) for (r, box), out in zip(chosen, outputs, strict=True)]
     preview = _encode(source_preview, SOURCE_PREVIEW_QUALITY)
     t3 = time.perf_counter()
     timings = {"decode": (t1 - t0) * 1e3, "render": (t2 - t1) * 1e3, "encode": (t3 - t2) * 1e3}
@@ -233,11 +236,11 @@ def _boxes(width: int, height: int, focal: tuple[float, float] | None, crops: di
     if unknown:
         raise ValueError(f"unknown ratios in crops: {sorted(unknown)}")
     for ratio, box in crops.items():
-        _check_crop(ratio, box, width, height)
+        check_crop(ratio, box, width, height)
     return [crops.get(r) or crop_box(width, height, r, focal) for r in RATIOS]
 
 
-def _check_crop(ratio: str, box: Box, width: int, height: int) -> None:
+def check_crop(ratio: str, box: Box, width: int, height: int) -> None:
     if not (box.w >= 1 and box.h >= 1 and 0 <= box.x <= width - box.w and 0 <= box.y <= height - box.h):
         raise ImageRejected(f"The {ratio} crop ({box.w}x{box.h} at {box.x},{box.y}) does not fit "
                             f"inside the {width}x{height} image.")

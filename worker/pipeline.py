@@ -109,19 +109,21 @@ def _run(campaign_id: str, attempt: int) -> None:
     config = current_app.config
     started = time.perf_counter()
     campaign = db.session.get(Campaign, campaign_id, populate_existing=True)
+    focal = (campaign.focal_x, campaign.focal_y) if campaign.focal_x is not None else None
+    manual = {r: imaging.Box(**box) for r, box in (campaign.crop_overrides or {}).items()}
+    reasons = {r: "manual" if r in manual else "focal" if focal else "centre" for r in RATIOS}
+    only = campaign.rerender_ratios or None
     data = sources.fetch(campaign)
     fetched = time.perf_counter()
     _fenced_update(campaign_id, attempt, stage="rendering", progress=30)
-    focal = (campaign.focal_x, campaign.focal_y) if campaign.focal_x is not None else None
-    reason = "focal" if focal else "centre"
-    rendering = imaging.render(data, focal=focal, max_pixels=config["MAX_IMAGE_PIXELS"],
-                               max_side=config["MAX_IMAGE_SIDE"])
+    rendering = imaging.render(data, focal=focal, crops=manual, only=only,
+                               max_pixels=config["MAX_IMAGE_PIXELS"], max_side=config["MAX_IMAGE_SIDE"])
     rendered = time.perf_counter()
     _fenced_update(campaign_id, attempt, stage="saving", progress=80)
     _save_files(campaign_id, rendering)
     timings = {"fetch_ms": _ms(fetched - started), **{f"{k}_ms": round(v, 1) for k, v in
                rendering.timings_ms.items()}, "render_total_ms": _ms(rendered - fetched)}
-    _finish(campaign_id, attempt, reason, rendering, timings, started)
+    _finish(campaign_id, attempt, reasons, rendering, timings, started)
 
 
 def _save_files(campaign_id: str, rendering: imaging.Rendering) -> None:
@@ -132,20 +134,21 @@ def _save_files(campaign_id: str, rendering: imaging.Rendering) -> None:
         store.write(store.variant_path(campaign_id, variant.ratio, preview=True), variant.preview)
 
 
-def _finish(campaign_id: str, attempt: int, reason: str, rendering: imaging.Rendering,
+def _finish(campaign_id: str, attempt: int, reasons: dict[str, str], rendering: imaging.Rendering,
             timings: dict, started: float) -> None:
     """Mark completed and replace the variant rows in one transaction, fenced by attempt."""
     timings["total_ms"] = _ms(time.perf_counter() - started)
     # The fenced UPDATE first: it also locks the row, so a concurrent delete waits for us.
     _fenced_update(campaign_id, attempt, commit=False, status="completed", stage=None, progress=100,
                    finished_at=utcnow(), timings=timings, source_width=rendering.source_width,
-                   source_height=rendering.source_height)
-    db.session.execute(sa.delete(Variant).where(Variant.campaign_id == campaign_id))
+                   source_height=rendering.source_height, rerender_ratios=None)
+    rendered = [v.ratio for v in rendering.variants]
+    db.session.execute(sa.delete(Variant).where(Variant.campaign_id == campaign_id, Variant.ratio.in_(rendered)))
     for v in rendering.variants:
         db.session.add(Variant(
             campaign_id=campaign_id, ratio=v.ratio, position=RATIOS.index(v.ratio), width=v.width,
             height=v.height, bytes=len(v.jpeg), crop_x=v.crop.x, crop_y=v.crop.y, crop_w=v.crop.w,
-            crop_h=v.crop.h, crop_reason=reason))
+            crop_h=v.crop.h, crop_reason=reasons[v.ratio]))
     db.session.commit()
 
 
