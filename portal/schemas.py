@@ -60,20 +60,21 @@ TEXT_FIELDS = ("name", "description", "target_market", "campaign_message", "prod
 
 
 def parse_campaign(data: object, prohibited: list[str]) -> CampaignIn:
-    """Validate a brief; raises Invalid naming every offending field."""
+    """Validate a brief; raises Invalid naming every offending field at once."""
     if not isinstance(data, dict):
         raise Invalid({"body": "Send a JSON object."})
+    # Prohibited words are looked for in what was sent, so they are reported with any other error.
+    meta = data.get("image_metadata") if isinstance(data.get("image_metadata"), dict) else {}
+    texts = {f: data.get(f) for f in TEXT_FIELDS} | {"image_metadata.ai_prompt": meta.get("ai_prompt")}
+    fields = {}
+    for field, text in texts.items():
+        word = _prohibited_word(text, prohibited) if isinstance(text, str) else None
+        if word:
+            fields[field] = f"Contains the prohibited word '{word}'."
     try:
         brief = CampaignIn.model_validate(data)
     except ValidationError as e:
-        raise Invalid(_fields_of(e)) from None
-    fields = {}
-    texts = {f: getattr(brief, f) for f in TEXT_FIELDS}
-    texts["image_metadata.ai_prompt"] = brief.image_metadata.ai_prompt
-    for field, text in texts.items():
-        word = _prohibited_word(text or "", prohibited)
-        if word:
-            fields[field] = f"Contains the prohibited word '{word}'."
+        raise Invalid(_fields_of(e) | fields) from None
     if fields:
         raise Invalid(fields)
     return brief
