@@ -88,6 +88,11 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            # Batch mode rebuilds a table by copy, drop and rename: with foreign keys on, the drop
+            # would cascade and delete every child row (variants). Off for the migration only.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()  # end the implicit transaction, so alembic's own commits count
         context.configure(
             connection=connection,
             target_metadata=get_metadata(),
