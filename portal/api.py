@@ -47,8 +47,14 @@ def create_campaign():
     else:
         raise Invalid({"body": "Send JSON, or multipart/form-data with the file in 'image'."})
     campaign = campaigns.submit(current_user(), data, upload)
-    body = {"id": campaign.id, "status": campaign.status, "links": _links(campaign)}
-    return jsonify(body), 202, {"Location": url_for("api.get_campaign", campaign_id=campaign.id)}
+    return _accepted(campaign), 202, {"Location": url_for("api.get_campaign", campaign_id=campaign.id)}
+
+
+def _accepted(campaign: Campaign):
+    """The 202 body. It always says pending: a fast worker may already have claimed the row,
+    and reading it back here would make the answer depend on that race."""
+    return jsonify(id=campaign.id, status="pending",
+                   links={"self": url_for("api.get_campaign", campaign_id=campaign.id)})
 
 
 def form_to_brief(form) -> dict:
@@ -101,8 +107,7 @@ def get_campaign(campaign_id: str):
 @bp.patch("/campaigns/<campaign_id>")
 def patch_campaign(campaign_id: str):
     """Move the focal point or set crops by hand; the campaign renders again (202)."""
-    campaign = campaigns.recrop(current_user(), campaign_id, request.get_json(silent=True))
-    return jsonify(id=campaign.id, status=campaign.status, links=_links(campaign)), 202
+    return _accepted(campaigns.recrop(current_user(), campaign_id, request.get_json(silent=True))), 202
 
 
 @bp.delete("/campaigns/<campaign_id>")
@@ -113,8 +118,7 @@ def delete_campaign(campaign_id: str):
 
 @bp.post("/campaigns/<campaign_id>/retry")
 def retry_campaign(campaign_id: str):
-    campaign = campaigns.retry(current_user(), campaign_id)
-    return jsonify(id=campaign.id, status=campaign.status, links=_links(campaign)), 202
+    return _accepted(campaigns.retry(current_user(), campaign_id)), 202
 
 
 @bp.get("/campaigns/<campaign_id>/variants/<slug>")
