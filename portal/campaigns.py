@@ -14,6 +14,7 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import Conflict, NotFound, UnsupportedMediaType
 
 from worker.imaging import Box, ImageRejected, check_crop, sniff_format
+from worker.remote.dropbox_source import LINK_HOSTS, validate_link
 
 from . import library
 from .models import RATIOS, STATUSES, Campaign, User, Variant, db, utcnow
@@ -37,6 +38,11 @@ def submit(user: User, data: dict, upload: FileStorage | None = None) -> Campaig
         try:
             library.resolve(current_app.config["IMPORT_DIR"], meta.source_path)
         except library.NotImportable as e:
+            raise Invalid({"image_metadata.source_path": str(e)}) from None
+    if meta.source_type == "dropbox" and not meta.source_path.startswith("/"):  # "/..." is an account path
+        try:
+            validate_link(meta.source_path, current_app.config["DROPBOX_LINK_HOSTS"] or LINK_HOSTS)
+        except ValueError as e:
             raise Invalid({"image_metadata.source_path": str(e)}) from None
     campaign = Campaign(
         source_filename=upload.filename[-255:] if meta.source_type == "upload" else None,

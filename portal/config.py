@@ -28,6 +28,11 @@ def _words(raw: str) -> list[str]:
     return [w.strip().lower() for w in raw.split(",") if w.strip()]
 
 
+def _hosts(name: str) -> list[str] | None:
+    raw = os.environ.get(name)
+    return [h.strip().lower() for h in raw.split(",") if h.strip()] if raw else None
+
+
 def from_environment() -> dict:
     instance = Path(_env("PORTAL_INSTANCE_DIR", str(ROOT / "instance"))).resolve()
     return {
@@ -68,6 +73,33 @@ def from_environment() -> dict:
         # The first admin account, created when the users table is empty.
         "ADMIN_USER": _env("PORTAL_ADMIN_USER", "admin"),
         "ADMIN_PASSWORD": os.environ.get("PORTAL_ADMIN_PASSWORD"),
+        # Dropbox: app key + secret read public shared links through the API; a refresh (or access)
+        # token also reads paths in that account. None set: public links are downloaded directly.
+        "DROPBOX_APP_KEY": _env("DROPBOX_APP_KEY", ""),
+        "DROPBOX_APP_SECRET": _env("DROPBOX_APP_SECRET", ""),
+        "DROPBOX_REFRESH_TOKEN": _env("DROPBOX_REFRESH_TOKEN", ""),
+        "DROPBOX_ACCESS_TOKEN": _env("DROPBOX_ACCESS_TOKEN", ""),
+        # Hosts a pasted link may use, and hosts a direct download may be redirected to (None: Dropbox's).
+        "DROPBOX_LINK_HOSTS": _hosts("PORTAL_DROPBOX_LINK_HOSTS"),
+        "DROPBOX_CONTENT_HOSTS": _hosts("PORTAL_DROPBOX_CONTENT_HOSTS"),
+        # CA bundle for Dropbox (a TLS-inspecting proxy, or the tests' fake); None: system trust.
+        "DROPBOX_CA_BUNDLE": os.environ.get("PORTAL_DROPBOX_CA_BUNDLE") or None,
+        # Adobe Firefly (server-to-server credentials). Unset: ai_generated campaigns get a
+        # clearly labelled placeholder image instead.
+        "FIREFLY_CLIENT_ID": _env("FIREFLY_CLIENT_ID", ""),
+        "FIREFLY_CLIENT_SECRET": _env("FIREFLY_CLIENT_SECRET", ""),
+        "FIREFLY_IMS_URL": _env("FIREFLY_IMS_URL", "https://ims-na1.adobelogin.com/ims/token/v3"),
+        "FIREFLY_API_BASE": _env("FIREFLY_API_BASE", "https://firefly-api.adobe.io"),
+        "FIREFLY_MODEL_VERSION": _env("FIREFLY_MODEL_VERSION", "image3"),
+        # Hosts the generated image may be downloaded from (pre-signed S3 URLs).
+        "FIREFLY_IMAGE_HOSTS": _hosts("FIREFLY_IMAGE_HOSTS") or [".amazonaws.com"],
+        "FIREFLY_CA_BUNDLE": os.environ.get("FIREFLY_CA_BUNDLE") or None,
+        # Longest wait for one Firefly job, in seconds.
+        "FIREFLY_DEADLINE": _env_int("FIREFLY_DEADLINE_SECONDS", 120),
+        # Connect/read timeout of every remote call, in seconds.
+        "REMOTE_TIMEOUT": _env_int("PORTAL_REMOTE_TIMEOUT", 30),
+        # Tests only: let remote fetches reach loopback/private addresses (the local fakes).
+        "FETCH_ALLOW_PRIVATE": _env("PORTAL_FETCH_ALLOW_PRIVATE", "") == "1",
         # Logging level of web and worker.
         "LOG_LEVEL": _env("PORTAL_LOG_LEVEL", "INFO"),
     }

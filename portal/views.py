@@ -80,6 +80,32 @@ def retry(campaign_id: str):
     return redirect_to(url_for("views.campaign_page", campaign_id=campaign_id))
 
 
+@bp.post("/campaigns/<campaign_id>/recrop")
+def recrop(campaign_id: str):
+    """The crop editor: a focal point (click), one ratio's box (drag), or back to automatic."""
+    form = request.form
+    if form.get("reset"):
+        change = {"crops": {form["reset"]: None}}
+    elif form.get("ratio"):
+        box = {k: form.get(k, type=float) for k in ("x", "y", "w", "h")}
+        if None in box.values():
+            raise Invalid({"crops": "Give the box as x, y, w and h in source pixels."})
+        change = {"crops": {form["ratio"]: {k: round(v) for k, v in box.items()}}}
+    else:
+        change = {"focal_x": form.get("focal_x", type=float), "focal_y": form.get("focal_y", type=float)}
+        if None in change.values():
+            raise Invalid({"focal_x": "Give the focal point as two numbers from 0 to 1."})
+    try:
+        campaign = campaigns.recrop(current_user(), campaign_id, change)
+    except Invalid as e:  # shown in the panel, next to the editor
+        campaign = campaigns.get(current_user(), campaign_id)
+        return page_or_fragment("campaign.html", "_status.html", 422, campaign=campaign,
+                                crop_error=" ".join(e.fields.values()))
+    if is_htmx():
+        return page_or_fragment("campaign.html", "_status.html", campaign=campaign)
+    return redirect_to(url_for("views.campaign_page", campaign_id=campaign_id))
+
+
 @bp.route("/campaigns/<campaign_id>/delete", methods=["GET", "POST"])
 def delete(campaign_id: str):
     if request.method == "GET":  # the confirmation step, with or without JavaScript

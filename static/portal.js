@@ -108,3 +108,96 @@
     flash("The portal cannot be reached; check your connection.");
   });
 })();
+
+// The crop editor on the campaign page: click the picture to set the focal point, or pick a
+// format and drag its box (aspect locked; the corner handle resizes). Changes go through htmx
+// to the same recrop action as the form fallback, so CSRF headers and swaps work as elsewhere.
+(function () {
+  "use strict";
+  var SVG = "http://www.w3.org/2000/svg";
+
+  function point(svg, event) {
+    var p = svg.createSVGPoint();
+    p.x = event.clientX; p.y = event.clientY;
+    return p.matrixTransform(svg.getScreenCTM().inverse());
+  }
+  function attr(el, name) { return parseFloat(el.getAttribute(name)); }
+  function clamp(v, lo, hi) { return Math.min(Math.max(v, lo), hi); }
+
+  function send(editor, values) {
+    htmx.ajax("POST", editor.dataset.recropUrl,
+      { source: editor, target: "#status-panel", swap: "outerHTML", values: values });
+  }
+
+  function select(editor, ratio) {
+    var svg = editor.querySelector("svg.crops");
+    editor.querySelectorAll(".pick").forEach(function (b) {
+      b.setAttribute("aria-pressed", String(b.dataset.ratio === ratio));
+    });
+    svg.querySelectorAll("rect.handle").forEach(function (h) { h.remove(); });
+    svg.querySelectorAll("rect.crop").forEach(function (r) {
+      r.classList.toggle("editing", r.dataset.ratio === ratio);
+      if (r.dataset.ratio !== ratio) return;
+      var size = Math.max(attr(svg, "data-width"), attr(svg, "data-height")) / 30;
+      var handle = document.createElementNS(SVG, "rect");
+      handle.setAttribute("class", "handle " + r.getAttribute("class").split(" ")[1]);
+      handle.setAttribute("width", size); handle.setAttribute("height", size);
+      svg.appendChild(handle);
+      place(r, handle);
+    });
+  }
+
+  function place(rect, handle) {
+    var size = attr(handle, "width");
+    handle.setAttribute("x", attr(rect, "x") + attr(rect, "width") - size / 2);
+    handle.setAttribute("y", attr(rect, "y") + attr(rect, "height") - size / 2);
+  }
+
+  document.addEventListener("click", function (event) {
+    var pick = event.target.closest(".crop-editor .pick");
+    if (pick) select(pick.closest(".crop-editor"), pick.dataset.ratio);
+  });
+
+  document.addEventListener("pointerdown", function (event) {
+    var svg = event.target.closest && event.target.closest(".crop-editor svg.crops");
+    if (!svg) return;
+    event.preventDefault();
+    var editor = svg.closest(".crop-editor");
+    var rect = svg.querySelector("rect.crop.editing");
+    var handle = svg.querySelector("rect.handle");
+    var W = attr(svg, "data-width"), H = attr(svg, "data-height");
+    var start = point(svg, event);
+    var mode = event.target === handle ? "resize" : event.target === rect ? "move" : "focal";
+    if (mode === "focal") {
+      send(editor, { focal_x: clamp(start.x / W, 0, 1).toFixed(4), focal_y: clamp(start.y / H, 0, 1).toFixed(4) });
+      return;
+    }
+    var box = { x: attr(rect, "x"), y: attr(rect, "y"), w: attr(rect, "width"), h: attr(rect, "height") };
+    var aspect = box.w / box.h, moved = false;
+    svg.setPointerCapture(event.pointerId);
+
+    function onMove(e) {
+      var p = point(svg, e), dx = p.x - start.x, dy = p.y - start.y, w, h;
+      moved = true;
+      if (mode === "move") {
+        rect.setAttribute("x", clamp(box.x + dx, 0, W - box.w));
+        rect.setAttribute("y", clamp(box.y + dy, 0, H - box.h));
+      } else {
+        w = clamp(box.w + dx, 32, W - box.x);
+        h = w / aspect;
+        if (box.y + h > H) { h = H - box.y; w = h * aspect; }
+        rect.setAttribute("width", w); rect.setAttribute("height", h);
+      }
+      place(rect, handle);
+    }
+    function onUp() {
+      svg.removeEventListener("pointermove", onMove);
+      svg.removeEventListener("pointerup", onUp);
+      if (!moved) return;
+      send(editor, { ratio: rect.dataset.ratio, x: Math.round(attr(rect, "x")), y: Math.round(attr(rect, "y")),
+                     w: Math.round(attr(rect, "width")), h: Math.round(attr(rect, "height")) });
+    }
+    svg.addEventListener("pointermove", onMove);
+    svg.addEventListener("pointerup", onUp);
+  });
+})();

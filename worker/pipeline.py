@@ -26,6 +26,14 @@ class Fenced(Exception):
     """This run no longer owns the campaign; stop quietly."""
 
 
+class RetryLater(Exception):
+    """A remote source is briefly unavailable: the task re-sends itself after `countdown` seconds."""
+
+    def __init__(self, countdown: float) -> None:
+        super().__init__(countdown)
+        self.countdown = countdown
+
+
 def process(campaign_id: str, task_id: str) -> None:
     attempt = claim(campaign_id, task_id)
     if attempt is None:
@@ -36,6 +44,8 @@ def process(campaign_id: str, task_id: str) -> None:
         _superseded(campaign_id, attempt)
     except (imaging.ImageRejected, sources.SourceError) as e:
         _fail(campaign_id, attempt, str(e))
+    except sources.TransientSourceError as e:
+        _wait_and_retry(campaign_id, attempt, e)
     except SoftTimeLimitExceeded:
         _fail(campaign_id, attempt, "Processing took too long and was stopped. Try a smaller image.")
     except sa.exc.OperationalError:
@@ -82,6 +92,23 @@ def give_up_if_exhausted(campaign_id: str) -> None:
     db.session.commit()
 
 
+def _wait_and_retry(campaign_id: str, attempt: int, error: sources.TransientSourceError) -> None:
+    """Back to pending with the reason shown, and a delayed retry; the last attempt fails instead."""
+    max_attempts = current_app.config["MAX_ATTEMPTS"]
+    if attempt >= max_attempts:
+        _fail(campaign_id, attempt, f"{error} We tried {attempt} times; use Retry to try again later.")
+        return
+    # Honour the service's Retry-After, else back off; stay well inside the broker's visibility timeout.
+    countdown = min(error.retry_after or 5 * 2 ** (attempt - 1), current_app.config["VISIBILITY_TIMEOUT"] / 3)
+    try:
+        _fenced_update(campaign_id, attempt, status="pending", stage="waiting to retry", progress=0,
+                       error_message=f"{error} Trying again in {round(countdown)} s.", enqueued_at=utcnow())
+    except Fenced:
+        return
+    log.info("campaign %s: attempt %s will retry in %.0f s", campaign_id, attempt, countdown)
+    raise RetryLater(countdown)
+
+
 def _superseded(campaign_id: str, attempt: int) -> None:
     db.session.rollback()
     if db.session.get(Campaign, campaign_id) is None:
@@ -113,10 +140,10 @@ def _run(campaign_id: str, attempt: int) -> None:
     manual = {r: imaging.Box(**box) for r, box in (campaign.crop_overrides or {}).items()}
     reasons = {r: "manual" if r in manual else "focal" if focal else "centre" for r in RATIOS}
     only = campaign.rerender_ratios or None
-    data = sources.fetch(campaign)
+    source = sources.fetch(campaign)
     fetched = time.perf_counter()
-    _fenced_update(campaign_id, attempt, stage="rendering", progress=30)
-    rendering = imaging.render(data, focal=focal, crops=manual, only=only,
+    _fenced_update(campaign_id, attempt, stage="rendering", progress=30, placeholder=source.placeholder)
+    rendering = imaging.render(source.data, focal=focal, crops=manual, only=only,
                                max_pixels=config["MAX_IMAGE_PIXELS"], max_side=config["MAX_IMAGE_SIDE"])
     rendered = time.perf_counter()
     _fenced_update(campaign_id, attempt, stage="saving", progress=80)

@@ -11,7 +11,12 @@ from . import pipeline
              autoretry_for=(sa.exc.OperationalError,), retry_backoff=True,
              retry_backoff_max=120, retry_jitter=True, max_retries=5)
 def process_campaign(self, campaign_id: str) -> None:
-    pipeline.process(campaign_id, self.request.id)
+    try:
+        pipeline.process(campaign_id, self.request.id)
+    except pipeline.RetryLater as later:
+        # Same task id, so the redelivery may claim the row it left pending; the attempt
+        # counter (not Celery's) bounds how often.
+        raise self.retry(countdown=later.countdown, max_retries=None) from None
 
 
 @shared_task(name="worker.tasks.reconcile")

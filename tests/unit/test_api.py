@@ -86,6 +86,10 @@ def test_upload_over_the_limit_gets_413_and_stores_nothing(client, app):
     ({"image_metadata": {"source_type": "local", "source_path": "../secret.jpg"}}, "image_metadata.source_path"),
     ({"image_metadata": {"source_type": "local", "source_path": "/etc/passwd"}}, "image_metadata.source_path"),
     ({"image_metadata": {"source_type": "local", "source_path": "missing.jpg"}}, "image_metadata.source_path"),
+    ({"image_metadata": {"source_type": "dropbox", "source_path": "https://www.dropbox.com.evil.example/s/a/x.jpg"}},
+     "image_metadata.source_path"),
+    ({"image_metadata": {"source_type": "dropbox", "source_path": "https://www.dropbox.com/scl/fo/abc/folder"}},
+     "image_metadata.source_path"),
 ])
 def test_invalid_brief_gets_422_naming_the_field(client, beach, overrides, field):
     response = create(client, **overrides)

@@ -74,17 +74,6 @@ def test_undecodable_image_fails_with_a_reason(app, data, words):
     assert row.variants == []
 
 
-@pytest.mark.parametrize("source_type, fields", [
-    ("dropbox", {"source_path": "https://www.dropbox.com/s/abc/x.jpg?dl=0"}),
-    ("ai_generated", {"ai_prompt": "a beach"}),
-])
-def test_sources_not_built_yet_fail_clearly(app, source_type, fields):
-    row = campaign(app, source_type=source_type, **fields)
-    pipeline.process(row.id, "task-1")
-    db.session.refresh(row)
-    assert row.status == "failed" and "not available on this server" in row.error_message
-
-
 def test_missing_local_file_fails_with_a_reason(app):
     row = campaign(app, source_type="local", source_path="gone.jpg")
     pipeline.process(row.id, "task-1")
