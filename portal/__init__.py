@@ -68,7 +68,9 @@ def _secret_key(app: Flask) -> str:
 def _engine_options(uri: str) -> dict:
     if uri.startswith("mysql"):
         # Fail fast instead of hanging on a dead server; recycle before MariaDB's wait_timeout.
+        # READ COMMITTED: no gap locks, so concurrent workers do not deadlock on the variants index.
         return {"pool_pre_ping": True, "pool_recycle": 1800, "pool_timeout": 5,
+                "isolation_level": "READ COMMITTED",
                 "connect_args": {"connect_timeout": 3, "read_timeout": 15, "write_timeout": 15,
                                  "charset": "utf8mb4"}}
     if uri.startswith("sqlite"):

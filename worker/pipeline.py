@@ -170,7 +170,12 @@ def _finish(campaign_id: str, attempt: int, reasons: dict[str, str], rendering: 
                    finished_at=utcnow(), timings=timings, source_width=rendering.source_width,
                    source_height=rendering.source_height, rerender_ratios=None)
     rendered = [v.ratio for v in rendering.variants]
-    db.session.execute(sa.delete(Variant).where(Variant.campaign_id == campaign_id, Variant.ratio.in_(rendered)))
+    # Delete by primary key, and only rows that exist: a DELETE matching nothing still takes an
+    # InnoDB gap lock, and two campaigns finishing together then deadlock on their INSERTs.
+    existing = db.session.execute(sa.select(Variant.id).where(
+        Variant.campaign_id == campaign_id, Variant.ratio.in_(rendered))).scalars().all()
+    if existing:
+        db.session.execute(sa.delete(Variant).where(Variant.id.in_(existing)))
     for v in rendering.variants:
         db.session.add(Variant(
             campaign_id=campaign_id, ratio=v.ratio, position=RATIOS.index(v.ratio), width=v.width,
