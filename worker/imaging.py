@@ -12,11 +12,14 @@ import re
 import struct
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from io import BytesIO
 
 from PIL import Image, ImageCms, ImageFile
+
+# Chooses each ratio's window position: (decoded oriented image, full width, full height) -> boxes.
+Placer = Callable[["Image.Image", int, int], "dict[str, Box]"]
 
 RATIOS: dict[str, tuple[int, int]] = {"1:1": (1080, 1080), "9:16": (1080, 1920), "16:9": (1920, 1080)}
 
@@ -78,7 +81,7 @@ class Rendering:
     source_format: str  # "JPEG" | "PNG" | "WEBP"
     source_preview: bytes  # oriented source fitting SOURCE_PREVIEW_SIZE, for drawing crop boxes on
     variants: list[Variant]  # in RATIOS order
-    timings_ms: dict[str, float]  # decode, render, encode
+    timings_ms: dict[str, float]  # decode, analyse (content-aware placement), render, encode
 
 
 @dataclass(frozen=True)
@@ -142,15 +145,23 @@ def render(
     max_pixels: int = 64_000_000,
     max_side: int = 12_000,
     only: Collection[str] | None = None,
+    place: Placer | None = None,
 ) -> Rendering:
     """Decode once (DCT-scaled for JPEG), crop and resize each ratio, re-encode everything.
     crops: explicit boxes in oriented source pixels, overriding the computed ones.
-    only: render just these ratios (a re-render of one edited crop); all by default."""
+    only: render just these ratios (a re-render of one edited crop); all by default.
+    place: positions the windows from the decoded picture (content-aware crops); the window
+    sizes, and so the decode scale, do not depend on it. Ignored where crops or focal decide."""
     t0 = time.perf_counter()
     fmt = sniff_format(data)
     if fmt is None:
         raise ImageRejected("The file is not a JPEG, PNG or WebP image.")
-    src = _decode(data, fmt, focal, crops or {}, max_pixels, max_side)
+    crops = crops or {}
+    src = _decode(data, fmt, focal, crops, max_pixels, max_side)
+    t_decoded = time.perf_counter()
+    if place is not None and focal is None:
+        placed = place(src.image, src.width, src.height)
+        src = replace(src, boxes=[crops.get(r) or placed[r] for r in RATIOS])
     t1 = time.perf_counter()
     to_srgb = _srgb_converter(src.image.mode, src.icc)
     chosen = [(r, box) for r, box in zip(RATIOS, src.boxes, strict=True) if only is None or r in only]
@@ -162,7 +173,8 @@ def render(
     variants = [_variant(r, box, out) for (r, box), out in zip(chosen, outputs, strict=True)]
     preview = _encode(source_preview, SOURCE_PREVIEW_QUALITY)
     t3 = time.perf_counter()
-    timings = {"decode": (t1 - t0) * 1e3, "render": (t2 - t1) * 1e3, "encode": (t3 - t2) * 1e3}
+    timings = {"decode": (t_decoded - t0) * 1e3, "analyse": (t1 - t_decoded) * 1e3,
+               "render": (t2 - t1) * 1e3, "encode": (t3 - t2) * 1e3}
     return Rendering(src.width, src.height, fmt, preview, variants, timings)
 
 

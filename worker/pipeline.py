@@ -17,7 +17,7 @@ from flask import current_app
 from portal.models import RATIOS, Campaign, Variant, db, utcnow
 from portal.storage import storage
 
-from . import imaging, sources
+from . import cropping, imaging, sources
 
 log = logging.getLogger(__name__)
 
@@ -138,12 +138,12 @@ def _run(campaign_id: str, attempt: int) -> None:
     campaign = db.session.get(Campaign, campaign_id, populate_existing=True)
     focal = (campaign.focal_x, campaign.focal_y) if campaign.focal_x is not None else None
     manual = {r: imaging.Box(**box) for r, box in (campaign.crop_overrides or {}).items()}
-    reasons = {r: "manual" if r in manual else "focal" if focal else "centre" for r in RATIOS}
+    reasons = {r: "manual" if r in manual else "focal" if focal else "auto" for r in RATIOS}
     only = campaign.rerender_ratios or None
     source = sources.fetch(campaign)
     fetched = time.perf_counter()
     _fenced_update(campaign_id, attempt, stage="rendering", progress=30, placeholder=source.placeholder)
-    rendering = imaging.render(source.data, focal=focal, crops=manual, only=only,
+    rendering = imaging.render(source.data, focal=focal, crops=manual, only=only, place=cropping.place,
                                max_pixels=config["MAX_IMAGE_PIXELS"], max_side=config["MAX_IMAGE_SIDE"])
     rendered = time.perf_counter()
     _fenced_update(campaign_id, attempt, stage="saving", progress=80)

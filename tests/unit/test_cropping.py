@@ -3,6 +3,7 @@ subjects, any size and mode. The real face is scikit-image's astronaut photo (in
 from __future__ import annotations
 
 import random
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -41,7 +42,8 @@ def object_image(size: int, seed: int = 5) -> Image.Image:
     step = max(4, size // 12)
     for x in range(0, size, step):
         for y in range(0, size, step):
-            draw.rectangle((x, y, x + step - 1, y + step - 1), fill=(rnd.randrange(256), rnd.randrange(80), rnd.randrange(256)))
+            colour = (rnd.randrange(256), rnd.randrange(80), rnd.randrange(256))
+            draw.rectangle((x, y, x + step - 1, y + step - 1), fill=colour)
     mask = Image.new("L", (size, size))
     ImageDraw.Draw(mask).ellipse((0, 0, size - 1, size - 1), fill=255)
     return tile, mask
@@ -105,24 +107,29 @@ def test_the_astronauts_face_is_found_where_it_is():
     a = analyse(astronaut(), 512, 512)
     assert len(a.faces) == 1
     face = a.faces[0]
-    assert contains(ASTRONAUT_HEAD, face)  # the detector's box lies inside the hand-checked head
+    # The detector's box: eyebrows to chin, so inside the hand-checked head give or take a few pixels.
+    assert contains(Box(ASTRONAUT_HEAD.x - 5, ASTRONAUT_HEAD.y - 5, ASTRONAUT_HEAD.w + 10, ASTRONAUT_HEAD.h + 15), face)
+    assert face.w * face.h >= 0.3 * ASTRONAUT_HEAD.w * ASTRONAUT_HEAD.h
 
 
 def test_face_at_the_edge_of_a_wide_picture_is_kept_whole():
-    canvas = background((1600, 512))
-    canvas.paste(astronaut(), (1088, 0))
-    a = analyse(canvas, 1600, 512)
-    head = shifted(ASTRONAUT_HEAD, 1088, 0)
+    canvas = background((1400, 512))
+    canvas.paste(astronaut(), (888, 0))
+    a = analyse(canvas, 1400, 512)
+    head = shifted(ASTRONAUT_HEAD, 888, 0)
+    assert len(a.faces) == 1
     for ratio in ("1:1", "9:16", "16:9"):
         box = choose_crop(a, ratio)
         assert contains(box, head), ratio
-        assert crop_box(1600, 512, ratio).x + crop_box(1600, 512, ratio).w < head.x + head.w  # centre would cut it
+        centre = crop_box(1400, 512, ratio)
+        assert centre.x + centre.w < head.x + head.w  # the old centre crop would have cut it
 
 
 def test_face_low_in_a_tall_picture_is_kept_with_headroom():
     canvas = background((512, 1500))
     canvas.paste(astronaut(), (0, 900))
     a = analyse(canvas, 512, 1500)
+    assert len(a.faces) == 1
     head = shifted(ASTRONAUT_HEAD, 0, 900)
     box = choose_crop(a, "16:9")  # 512x288: room for the head and a little more
     assert contains(box, head)
@@ -136,6 +143,13 @@ def test_a_face_outranks_a_brighter_object():
     a = analyse(canvas, 1800, 512)
     assert contains(choose_crop(a, "9:16"), ASTRONAUT_HEAD)
     assert contains(choose_crop(a, "1:1"), ASTRONAUT_HEAD)
+
+
+def test_headroom_is_left_above_a_detected_face():
+    a = Analysis(1000, 3000, [Box(400, 2000, 200, 200)], None)
+    box = choose_crop(a, "16:9")  # 1000x562
+    hair = 2000 - 0.5 * 200  # a head reaches about half a face above the detector's box
+    assert box.y <= hair - 0.1 * 200 and box.y + box.h >= 2200
 
 
 def test_a_face_bigger_than_the_window_keeps_the_face_not_the_hair():
@@ -168,7 +182,7 @@ def test_when_faces_cannot_all_fit_the_largest_is_kept_whole():
     ((1600, 600), (0, 300), "9:16"),  # left edge, low
     ((600, 1600), (200, 1330), "16:9"),  # bottom of a tall picture
     ((600, 1600), (320, 0), "1:1"),  # top right of a tall picture
-    ((1000, 1000), (750, 0), "9:16"),  # a corner of a square
+    ((1000, 1000), (740, 0), "9:16"),  # a corner of a square
     ((1000, 1000), (0, 740), "16:9"),  # another corner
 ])
 def test_object_near_an_edge_is_kept_whole(size, at, ratio):
@@ -190,8 +204,8 @@ def test_subject_is_the_object_not_the_backdrop():
 
 def test_two_subjects_that_fit_are_both_kept():
     im = background((2000, 600))
-    left, right = place(im, (400, 150), 250, seed=1), place(im, (1350, 200), 250, seed=2)
-    box = choose_crop(analyse(im, 2000, 600), "16:9")  # 1067 wide: both, 1200 apart edge to edge? no: 1200-... fits
+    left, right = place(im, (300, 150), 250, seed=1), place(im, (1050, 200), 250, seed=2)
+    box = choose_crop(analyse(im, 2000, 600), "16:9")  # 1067 wide: holds both (300..1300), not centred on them
     assert contains(box, left) and contains(box, right)
 
 
@@ -244,13 +258,22 @@ def test_huge_picture_is_analysed():
 
 
 def test_a_dct_scaled_decode_reports_full_resolution_boxes():
-    full = background((1600, 512))
-    full.paste(astronaut(), (1088, 0))
-    half = full.resize((800, 256), Image.Resampling.BOX)  # what a 1/2 JPEG draft decodes to
-    a = analyse(half, 1600, 512)
-    assert len(a.faces) == 1
-    assert contains(shifted(ASTRONAUT_HEAD, 1088, 0), a.faces[0])  # in full-resolution pixels
-    assert contains(choose_crop(a, "9:16"), shifted(ASTRONAUT_HEAD, 1088, 0))
+    full = background((1400, 512))
+    full.paste(astronaut(), (888, 0))
+    half = full.resize((700, 256), Image.Resampling.BOX)  # what a 1/2 JPEG draft decodes to
+    a, b = analyse(half, 1400, 512), analyse(full, 1400, 512)
+    assert len(a.faces) == len(b.faces) == 1
+    fa, fb = a.faces[0], b.faces[0]
+    assert abs(fa.x - fb.x) <= 6 and abs(fa.y - fb.y) <= 6 and abs(fa.w - fb.w) <= 8  # in full-resolution pixels
+    assert contains(choose_crop(a, "9:16"), shifted(ASTRONAUT_HEAD, 888, 0))
+
+
+def test_threads_may_analyse_at_once():
+    canvas = background((1400, 512))
+    canvas.paste(astronaut(), (888, 0))
+    with ThreadPoolExecutor(4) as pool:
+        found = list(pool.map(lambda _: analyse(canvas, 1400, 512).faces, range(8)))
+    assert all(f == found[0] and len(f) == 1 for f in found)
 
 
 def test_bad_source_size_is_refused():
@@ -274,22 +297,22 @@ def analyses(draw):
     faces = draw(st.lists(boxes_in(width, height), max_size=4))
     objects = draw(st.lists(boxes_in(width, height), max_size=4))
     with_map = draw(st.booleans())
-    sal = None
-    if with_map:
-        rows, cols = max(1, round(height * min(1, 256 / max(width, height)))), max(1, round(width * min(1, 256 / max(width, height))))
+    sal, f = None, min(1, 256 / max(width, height))
+    if with_map:  # shaped like analyse()'s: longest side 256 at most
         seed = draw(st.integers(0, 2**32 - 1))
-        sal = np.random.default_rng(seed).random((rows, cols), dtype=np.float32)
-    faces = sorted(faces, key=lambda f: -f.w * f.h)
-    return Analysis(width, height, faces, objects[0] if objects else None, objects, sal, (sal.shape[1] / width) if with_map else 1.0)
+        shape = (max(1, round(height * f)), max(1, round(width * f)))
+        sal = np.random.default_rng(seed).random(shape, dtype=np.float32)
+    faces = sorted(faces, key=lambda b: -b.w * b.h)
+    return Analysis(width, height, faces, objects[0] if objects else None, objects, sal, f)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(a=analyses(), ratio=st.sampled_from(list(RATIOS)))
 def test_any_analysis_gives_an_exact_window_inside(a, ratio):
     assert_window(choose_crop(a, ratio), a.width, a.height, ratio)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(a=analyses(), ratio=st.sampled_from(list(RATIOS)), focal=st.tuples(st.floats(0, 1), st.floats(0, 1)))
 def test_focal_point_is_honoured_for_any_size(a, ratio, focal):
     box = choose_crop(a, ratio, focal)
@@ -300,7 +323,7 @@ def test_focal_point_is_honoured_for_any_size(a, ratio, focal):
     assert box.y <= fy <= box.y + box.h or box.y in (0, a.height - box.h)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(a=analyses(), ratio=st.sampled_from(list(RATIOS)))
 def test_the_largest_face_is_kept_whenever_the_window_can_hold_it(a, ratio):
     box = choose_crop(a, ratio)
@@ -308,7 +331,7 @@ def test_the_largest_face_is_kept_whenever_the_window_can_hold_it(a, ratio):
         assert contains(box, a.faces[0])
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(width=st.integers(1, 700), height=st.integers(1, 700), seed=st.integers(0, 2**32 - 1),
        mode=st.sampled_from(["RGB", "L", "RGBA", "LA", "CMYK"]), shrink=st.sampled_from([1, 2, 4, 8]))
 def test_analyse_any_picture(width, height, seed, mode, shrink):
@@ -317,6 +340,6 @@ def test_analyse_any_picture(width, height, seed, mode, shrink):
     decoded = im.resize((max(1, -(-width // shrink)), max(1, -(-height // shrink))))  # like a DCT-scaled decode
     a = analyse(decoded, width, height)
     for f in [*a.faces, *a.objects]:
-        assert 0 <= f.x and 0 <= f.y and f.w >= 1 and f.h >= 1 and f.x + f.w <= width and f.y + f.h <= height
+        assert f.x >= 0 and f.y >= 0 and f.w >= 1 and f.h >= 1 and f.x + f.w <= width and f.y + f.h <= height
     for ratio, box in choose_crops(a).items():
         assert_window(box, width, height, ratio)

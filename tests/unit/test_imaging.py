@@ -103,7 +103,7 @@ def test_every_ratio_has_its_exact_size(size, fmt):
         assert abs(preview.width / preview.height - v.width / v.height) < 0.01
         assert v.crop == crop_box(*size, v.ratio)
     assert decode(result.source_preview).size == size  # fits 1280x1280 already; never enlarged
-    assert set(result.timings_ms) == {"decode", "render", "encode"}
+    assert set(result.timings_ms) == {"decode", "analyse", "render", "encode"}
 
 
 def test_outputs_are_baseline_jpegs_without_metadata_or_payload():

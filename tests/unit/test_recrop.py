@@ -28,7 +28,7 @@ def boxes(campaign_id) -> dict:
 
 
 def test_moving_the_focal_point_renders_again_around_it(client, done):
-    assert boxes(done)["1:1"] == ((200, 0, 1200, 1200), "centre")
+    assert boxes(done)["1:1"] == ((200, 0, 1200, 1200), "auto")
     response = patch(client, done, {"focal_x": 1.0, "focal_y": 0.5})
     assert response.status_code == 202 and response.get_json()["status"] == "pending"
     pipeline.process(done, "task-2")
@@ -48,7 +48,7 @@ def test_a_manual_crop_re_renders_only_its_ratio(app, client, done):
     pipeline.process(done, "task-2")
     after = boxes(done)
     assert after["9:16"] == ((0, 0, 675, 1200), "manual")
-    assert after["1:1"] == ((200, 0, 1200, 1200), "centre")
+    assert after["1:1"] == ((200, 0, 1200, 1200), "auto")
     mtimes = {r: store.variant_path(done, r).stat().st_mtime_ns for r in before}
     assert mtimes["1:1"] == before["1:1"] and mtimes["16:9"] == before["16:9"]
     assert mtimes["9:16"] != before["9:16"]
