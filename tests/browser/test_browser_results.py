@@ -9,6 +9,7 @@ from pathlib import Path
 from br_pages import Watch, mark_page, still_marked
 from br_stack import paused_worker
 from it_images import small_photo
+from it_stack import UNREACHABLE_DROPBOX
 from PIL import Image
 from playwright.sync_api import Page, expect
 
@@ -101,7 +102,7 @@ def test_polling_stops_when_the_campaign_is_done(page: Page, portal, api, comple
 def test_delete_asks_then_removes(page: Page, api, base_url):
     r = api.create({"name": "Delete me", "description": "To be deleted", "target_market": "Nobody",
                     "campaign_message": "Bye", "products_description": "None",
-                    "image_metadata": {"source_type": "dropbox", "source_path": "https://www.dropbox.com/x"}})
+                    "image_metadata": {"source_type": "dropbox", "source_path": UNREACHABLE_DROPBOX}})
     assert r.status_code == 202, r.text
     campaign_id = r.json()["id"]
     page.goto(f"/campaigns/{campaign_id}")

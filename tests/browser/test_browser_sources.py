@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from br_pages import CAMPAIGN_URL, Watch, campaign_id_of, fill_brief, mark_page, still_marked
 from br_stack import paused_worker
+from it_stack import UNREACHABLE_DROPBOX
 from playwright.sync_api import Page, expect
 
-DROPBOX_REASON = "Dropbox links are not available on this server yet."
+# The stack accepts links on dropbox.invalid, which never resolves: the same failure everywhere.
+DROPBOX_REASON = "The host dropbox.invalid does not exist."
 
 
 def _loaded(images) -> list[tuple[int, int]]:
@@ -61,7 +63,7 @@ def test_failed_source_shows_reason_and_retry(page: Page, portal, api):
     page.goto("/campaigns/new")
     fill_brief(page, name="Dropbox failure")
     page.get_by_text("Dropbox link", exact=True).click()
-    page.fill("#f-dropbox", "https://www.dropbox.com/scl/fi/abc/photo.jpg?dl=0")
+    page.fill("#f-dropbox", UNREACHABLE_DROPBOX)
     page.get_by_role("button", name="Create campaign").click()
     page.wait_for_url(CAMPAIGN_URL)
     campaign_id = campaign_id_of(page)

@@ -8,6 +8,7 @@ import pytest
 from br_pages import Watch
 from it_images import small_photo
 from it_stack import ARTIFACTS
+from it_stack import UNREACHABLE_DROPBOX
 from playwright.sync_api import Page, expect
 
 SHOTS = ARTIFACTS / "screenshots"
@@ -38,7 +39,7 @@ def everyday_campaigns(api, completed_campaign) -> None:
     assert polled.body["status"] == "completed" and polled.body["name"] == description, polled.body
     failed = api.create({"description": "A Dropbox source", "target_market": "Everyone",
                          "campaign_message": "Hello", "products_description": "Shoes",
-                         "image_metadata": {"source_type": "dropbox", "source_path": "https://www.dropbox.com/s/x"}})
+                         "image_metadata": {"source_type": "dropbox", "source_path": UNREACHABLE_DROPBOX}})
     assert failed.status_code == 202, failed.text
     assert api.wait(failed.json()["id"]).body["status"] == "failed"
 

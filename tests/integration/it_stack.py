@@ -48,12 +48,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Dropbox's hosts plus one under .invalid (RFC 2606: never resolves), so a test can submit an
+# accepted Dropbox link whose download fails the same way on every machine, online or not.
+UNREACHABLE_DROPBOX = "https://dropbox.invalid/s/abc123/beach.jpg?dl=0"
+LINK_HOSTS = "www.dropbox.com,dropbox.com,dl.dropboxusercontent.com,dl.dropbox.com,dropbox.invalid"
+
+
 def clean_env(**settings: str) -> dict[str, str]:
     """The outer environment minus anything that configures the portal, plus `settings`."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PORTAL_", "CELERY_", "GUNICORN_", "FLASK_"))
+           if not k.startswith(("PORTAL_", "CELERY_", "GUNICORN_", "FLASK_", "DROPBOX_", "FIREFLY_"))
            and k not in ("DATABASE_URL", "PORT")}
     env["PYTHONUNBUFFERED"] = "1"
+    env["PORTAL_DROPBOX_LINK_HOSTS"] = LINK_HOSTS
     env.update(settings)
     return env
 

@@ -5,7 +5,7 @@ import re
 
 import it_images
 import pytest
-from it_stack import BRIEF, Stack
+from it_stack import BRIEF, UNREACHABLE_DROPBOX, Stack
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -53,18 +53,21 @@ def test_retry_of_a_completed_campaign_is_409(stack: Stack):
     assert api.campaign(done["id"])["status"] == "completed"
 
 
-@pytest.mark.parametrize("metadata", [
-    {"source_type": "dropbox", "source_path": "https://www.dropbox.com/s/abc123/beach.jpg?dl=0"},
-    {"source_type": "ai_generated", "ai_prompt": "A beach at dawn"},
-], ids=["dropbox", "ai_generated"])
-def test_unavailable_sources_fail_with_a_clear_message(stack: Stack, metadata: dict):
+def test_an_unreachable_dropbox_link_fails_with_a_clear_message(stack: Stack):
     api = stack.api("alice")
-    body = {**BRIEF, "image_metadata": metadata, "generate_by_ai": metadata["source_type"] == "ai_generated"}
-    r = api.create(body)
+    r = api.create({**BRIEF, "image_metadata": {"source_type": "dropbox", "source_path": UNREACHABLE_DROPBOX}})
     assert r.status_code == 202, r.text
     final = api.wait(r.json()["id"]).body
     assert final["status"] == "failed", final
-    assert "not available on this server" in final["error_message"]
-    assert_readable(final["error_message"])
-    assert final["image_metadata"]["source_type"] == metadata["source_type"]
-    assert final["generate_by_ai"] is body["generate_by_ai"]
+    assert final["error_message"] == "The host dropbox.invalid does not exist."
+
+
+def test_without_firefly_a_generated_source_is_a_marked_placeholder(stack: Stack):
+    api = stack.api("alice")
+    body = {**BRIEF, "image_metadata": {"source_type": "ai_generated", "ai_prompt": "A beach at dawn"},
+            "generate_by_ai": True}
+    r = api.create(body)
+    assert r.status_code == 202, r.text
+    final = api.wait(r.json()["id"]).body
+    assert (final["status"], final["placeholder"]) == ("completed", True), final
+    assert len(final["variants"]) == 3

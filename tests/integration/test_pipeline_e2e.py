@@ -39,6 +39,15 @@ def download_image(api, url: str) -> tuple[bytes, Image.Image]:
     return r.content, im
 
 
+def assert_auto_crop(variant: dict, width: int, height: int) -> None:
+    """The automatic crop: the largest window of the ratio (crop_box's size), placed inside the image."""
+    x, y, w, h = box_of(variant["crop"])
+    size = crop_box(width, height, variant["ratio"])
+    assert (w, h) == (size.w, size.h), variant
+    assert 0 <= x <= width - w and 0 <= y <= height - h, variant
+    assert variant["crop_reason"] == "auto"
+
+
 def assert_progress_in_order(seen: list[tuple[str, str | None, int]]) -> None:
     """Status and stage only move forward, progress never goes down."""
     keys = [(STATUS_RANK[status], STAGE_RANK.get(stage, 0) if status == "processing" else 0)
@@ -98,8 +107,7 @@ def test_upload_answers_202_then_completes_with_three_formats(photo_campaign, ti
     got = [(v["ratio"], v["width"], v["height"]) for v in final["variants"]]
     assert got == FORMATS
     for variant in final["variants"]:
-        assert box_of(variant["crop"]) == as_tuple(crop_box(4000, 3000, variant["ratio"]))
-        assert variant["crop_reason"] == "centre"
+        assert_auto_crop(variant, 4000, 3000)
         assert variant["url"] == f"/api/campaigns/{campaign_id}/variants/{SLUGS[variant['ratio']]}"
     assert final["processed_images"] == {
         "ratio_1_1": final["variants"][0]["url"], "ratio_9_16": final["variants"][1]["url"],
@@ -240,17 +248,23 @@ def test_exif_orientation_is_applied_to_every_output(stack: Stack, source_type: 
     assert final["status"] == "completed", final
     assert final["image_metadata"]["source_type"] == source_type
     assert final["source"] == {"width": UPRIGHT[0], "height": UPRIGHT[1]}, "EXIF orientation ignored"
-    expected_colours = {(0.25, 0.25): it_images.RED, (0.75, 0.25): it_images.GREEN,
-                        (0.25, 0.75): it_images.BLUE, (0.75, 0.75): it_images.YELLOW}
+    quadrant = {(True, True): it_images.RED, (False, True): it_images.GREEN,
+                (True, False): it_images.BLUE, (False, False): it_images.YELLOW}  # (left, top)
     for variant in final["variants"]:
-        assert box_of(variant["crop"]) == as_tuple(crop_box(*UPRIGHT, variant["ratio"]))
+        assert_auto_crop(variant, *UPRIGHT)
+        x, y, w, h = box_of(variant["crop"])
         _, im = download_image(api, variant["url"])
         with im:
             assert im.size == (variant["width"], variant["height"])
-            for (fx, fy), colour in expected_colours.items():
-                at = (int(fx * im.width), int(fy * im.height))
-                assert it_images.close(im.getpixel(at), colour), \
-                    f"{variant['ratio']} at {at}: {im.getpixel(at)} is not {colour}: wrongly oriented"
+            for fx in (0.1, 0.3, 0.5, 0.7, 0.9):
+                for fy in (0.1, 0.3, 0.5, 0.7, 0.9):
+                    sx, sy = x + fx * w, y + fy * h  # where this output pixel comes from in the source
+                    if min(abs(sx - UPRIGHT[0] / 2), abs(sy - UPRIGHT[1] / 2)) < 40:
+                        continue  # too near a quadrant edge to tell
+                    colour = quadrant[(sx < UPRIGHT[0] / 2, sy < UPRIGHT[1] / 2)]
+                    at = (int(fx * im.width), int(fy * im.height))
+                    assert it_images.close(im.getpixel(at), colour), \
+                        f"{variant['ratio']} at {at}: {im.getpixel(at)} is not {colour}: wrongly oriented"
     # The source preview (for drawing crop boxes on) is upright too.
     _, preview = download_image(api, f"/api/campaigns/{final['id']}/source")
     with preview:
