@@ -217,7 +217,7 @@ def campaign_json(c: Campaign) -> dict:
         "campaign_message": c.campaign_message, "products_description": c.products_description,
         "generate_by_ai": c.generate_by_ai,
         "image_metadata": {"source_type": c.source_type, "source_path": c.source_path,
-                           "ai_prompt": c.ai_prompt, "filename": c.source_filename},
+                           "ai_prompt": c.ai_prompt, "ai_options": c.ai_options, "filename": c.source_filename},
         "focal_x": c.focal_x, "focal_y": c.focal_y, "crop_overrides": c.crop_overrides,
         "placeholder": c.placeholder,
         "status": c.status, "stage": c.stage, "progress": c.progress,

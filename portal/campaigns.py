@@ -52,7 +52,8 @@ def submit(user: User, data: dict, upload: FileStorage | None = None) -> Campaig
         campaign_message=brief.campaign_message, products_description=brief.products_description,
         generate_by_ai=brief.generate_by_ai, source_type=meta.source_type,
         source_path=meta.source_path if meta.source_type != "upload" else None,
-        ai_prompt=meta.ai_prompt, focal_x=brief.focal_x, focal_y=brief.focal_y)
+        ai_prompt=meta.ai_prompt, focal_x=brief.focal_x, focal_y=brief.focal_y,
+        ai_options=meta.ai_options.model_dump(exclude_none=True) or None if meta.ai_options else None)
     db.session.add(campaign)
     db.session.flush()  # assigns the id the upload is stored under
     try:

@@ -15,12 +15,24 @@ class Invalid(Exception):
         self.fields = fields
 
 
+class FireflyOptions(BaseModel):
+    """Generation options passed to Adobe Firefly with the prompt (its own field names)."""
+    model_config = ConfigDict(extra="forbid")
+
+    contentClass: Literal["photo", "art"] | None = None  # noqa: N815 - Firefly's spelling
+    negativePrompt: str | None = Field(default=None, max_length=1024)  # noqa: N815
+    seeds: list[int] | None = Field(default=None, min_length=1, max_length=1)
+    visualIntensity: int | None = Field(default=None, ge=2, le=10)  # noqa: N815
+    promptBiasingLocaleCode: str | None = Field(default=None, pattern=r"^[a-z]{2}-[A-Z]{2}$")  # noqa: N815
+
+
 class ImageMetadata(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
     source_type: Literal["upload", "local", "dropbox", "ai_generated"]
     source_path: str | None = Field(default=None, max_length=1024)
     ai_prompt: str | None = Field(default=None, max_length=1000)
+    ai_options: FireflyOptions | None = None
 
     @model_validator(mode="after")
     def _needs_its_field(self) -> ImageMetadata:

@@ -196,7 +196,29 @@ def test_focal_point_picks_the_crop_and_the_square_lands_where_computed(stack: S
     api = stack.api("alice")
     polled = api.submit_and_wait(it_images.focal_square(FOCAL_SOURCE, SQUARE), filename="focal.jpg",
                                  focal_x=focal[0], focal_y=focal[1])
-    final = polled.body
+    assert_square_kept_around(api, polled.body, focal)
+
+
+@pytest.mark.timeout(120)
+def test_moving_the_focal_point_through_the_api_renders_again_around_it(stack: Stack):
+    sw, sh = FOCAL_SOURCE
+    sx, sy, sq_w, sq_h = SQUARE
+    focal = ((sx + sq_w / 2) / sw, (sy + sq_h / 2) / sh)
+    api = stack.api("alice")
+    first = api.submit_and_wait(it_images.focal_square(FOCAL_SOURCE, SQUARE), filename="plain.jpg").body
+    assert first["status"] == "completed" and first["focal_x"] is None, first
+    r = api.request("PATCH", f"/api/campaigns/{first['id']}", json={"focal_x": focal[0], "focal_y": focal[1]})
+    assert r.status_code == 202 and r.json()["status"] == "pending", r.text
+    final = api.wait(first["id"]).body
+    assert final["attempt"] == 1 and final["finished_at"] != first["finished_at"], "it did not render again"
+    assert_square_kept_around(api, final, focal)
+
+
+def assert_square_kept_around(api, final: dict, focal: tuple[float, float]) -> None:
+    """Every crop is crop_box's around the focal point, holds the square, and shows it where computed."""
+    sw, sh = FOCAL_SOURCE
+    sx, sy, sq_w, sq_h = SQUARE
+    cx, cy = sx + sq_w / 2, sy + sq_h / 2
     assert final["status"] == "completed", final
     assert final["focal_x"] == pytest.approx(focal[0]) and final["focal_y"] == pytest.approx(focal[1])
     assert len(final["variants"]) == 3

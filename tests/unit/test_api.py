@@ -255,3 +255,16 @@ def test_openapi_document_and_docs_page(client):
     assert "image_metadata" in spec["components"]["schemas"]["CampaignIn"]["properties"]
     page = client.get("/api/docs", headers=basic("alice"))
     assert page.status_code == 200 and b"POST /api/campaigns" in page.data
+
+
+def test_firefly_options_are_validated_and_stored(client):
+    meta = {"source_type": "ai_generated", "ai_prompt": "A beach at dawn",
+            "ai_options": {"contentClass": "art", "negativePrompt": "people", "seeds": [7]}}
+    response = create(client, image_metadata=meta, generate_by_ai=True)
+    assert response.status_code == 202
+    body = client.get(response.get_json()["links"]["self"], headers=basic("alice")).get_json()
+    assert body["image_metadata"]["ai_options"] == {"contentClass": "art", "negativePrompt": "people", "seeds": [7]}
+    bad = create(client, image_metadata={**meta, "ai_options": {"contentClass": "cartoon", "size": 1}})
+    assert bad.status_code == 422
+    assert {"image_metadata.ai_options.contentClass", "image_metadata.ai_options.size"} <= set(
+        bad.get_json()["fields"])
