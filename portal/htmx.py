@@ -9,10 +9,10 @@ def is_htmx() -> bool:
     return request.headers.get("HX-Request") == "true"
 
 
-def page_or_fragment(page_template: str, fragment: str, status: int = 200, **context) -> Response:
+def page_or_fragment(page_template: str, fragment: str, code: int = 200, **context) -> Response:
     """The full page, or just the region when htmx asks; caches must keep the two apart."""
     template = fragment if is_htmx() else page_template
-    response = make_response(render_template(template, **context), status)
+    response = make_response(render_template(template, **context), code)
     response.vary.add("HX-Request")
     return response
 

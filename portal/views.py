@@ -38,12 +38,12 @@ def new_campaign():
     return redirect_to(url_for("views.campaign_page", campaign_id=campaign.id))
 
 
-def _form(form, errors: dict, status: int):
+def _form(form, errors: dict, code: int):
     try:
         listing = folder_listing(request.args.get("folder", ""), 1, 48)
     except Invalid:
         listing = folder_listing("", 1, 48)
-    return page_or_fragment("new.html", "_campaign_form.html", status, form=form, errors=errors,
+    return page_or_fragment("new.html", "_campaign_form.html", code, form=form, errors=errors,
                             listing=listing, max_upload=current_app.config["MAX_CONTENT_LENGTH"])
 
 

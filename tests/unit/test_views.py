@@ -179,3 +179,13 @@ def test_delete_asks_first(client, app):
     assert db.session.get(Campaign, row.id) is not None
     response = client.post(f"/campaigns/{row.id}/delete", headers=basic("alice"))
     assert response.status_code == 303 and db.session.get(Campaign, row.id) is None
+
+
+def test_pages_link_to_each_other_keeping_the_filters(client, app):
+    for _ in range(app.config["PAGE_SIZE"] + 1):
+        _campaign(app)
+    first = client.get("/?status=pending", headers=basic("alice")).get_data(as_text=True)
+    assert "Page 1 of 2" in first and 'href="/?page=2&amp;status=pending"' in first and "Newer" not in first
+    assert '<option value="pending" selected>' in first  # the filter shows what it filters by
+    second = client.get("/?status=pending&page=2", headers=basic("alice")).get_data(as_text=True)
+    assert "Page 2 of 2" in second and 'href="/?page=1&amp;status=pending"' in second and "Older" not in second
