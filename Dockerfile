@@ -10,7 +10,7 @@ COPY templates templates
 COPY static static
 COPY migrations migrations
 COPY wsgi.py .
-RUN useradd --create-home portal && mkdir -p /data/storage /data/import /data/instance \
+RUN useradd --create-home portal && mkdir -p /data/storage /data/import /data/instance /data/metrics \
     && chown -R portal /data
 USER portal
 EXPOSE 8000

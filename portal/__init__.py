@@ -1,7 +1,6 @@
 """The campaign portal: create_app() builds the Flask app; nothing happens at import time."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -9,7 +8,7 @@ from flask import Flask
 from flask_migrate import Migrate
 from flask_wtf.csrf import CSRFProtect
 
-from . import config
+from . import config, logs
 
 ROOT = Path(__file__).resolve().parent.parent
 migrate = Migrate(render_as_batch=True)  # SQLite needs batch mode for ALTER
@@ -26,12 +25,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config["SECRET_KEY"] = _secret_key(app)
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = _engine_options(app.config["SQLALCHEMY_DATABASE_URI"])
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # a page left open for hours still works
-    logging.basicConfig(level=app.config["LOG_LEVEL"],
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(app.config["LOG_LEVEL"])  # request_id= on every line (portal/logs.py)
 
     from worker.celery_app import celery_init_app
 
-    from . import api, auth, cli, errors, health, library_api, security, views  # noqa: F401 (routes)
+    from . import api, auth, cli, errors, health, library_api, metrics, security, views  # noqa: F401
     from .models import db
     from .storage import Storage
 
@@ -39,6 +37,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     app.extensions["storage"] = Storage(app.config["STORAGE_DIR"])
     celery_init_app(app)
+    logs.init_app(app)  # request id and metrics hooks before CSRF and login: refused requests get them too
+    metrics.init_app(app)
     csrf.init_app(app)
     csrf.exempt(api.bp)  # scripts send no token; api.refuse_cross_site guards it instead
     app.before_request(auth.require_login)

@@ -17,6 +17,7 @@ from worker.imaging import Box, ImageRejected, check_crop, sniff_format
 from worker.remote.dropbox_source import LINK_HOSTS, validate_link
 
 from . import library
+from .logs import current_request_id
 from .models import RATIOS, STATUSES, Campaign, User, Variant, db, utcnow
 from .schemas import Invalid, parse_campaign, parse_patch
 from .storage import storage
@@ -88,7 +89,8 @@ def enqueue(campaign: Campaign) -> bool:
     celery = current_app.extensions["celery"]
     try:
         celery.send_task(TASK_NAME, args=[campaign.id], retry=True,
-                         retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2})
+                         retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
+                         headers={"request_id": current_request_id()})  # logs: the task logs this id
     except Exception as e:  # any broker failure: the reconciler will send it later
         log.warning("campaign %s not enqueued, broker unavailable: %s", campaign.id, type(e).__name__)
         return False

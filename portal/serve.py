@@ -24,6 +24,14 @@ def _keep_secret_key(instance: Path) -> None:
         key_file.chmod(0o600)
 
 
+def _fresh_metrics_dir(instance: Path) -> None:
+    """Multiprocess metrics shared by gunicorn's workers and the Celery pool, emptied at each start."""
+    folder = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(instance / "metrics")))
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
+
+
 def main() -> int:
     settings = config.from_environment()
     instance = Path(settings["INSTANCE_DIR"])
@@ -31,6 +39,7 @@ def main() -> int:
     for folder in (settings["STORAGE_DIR"], settings["IMPORT_DIR"]):
         Path(folder).mkdir(parents=True, exist_ok=True)
     _keep_secret_key(instance)
+    _fresh_metrics_dir(instance)  # before create_app: prometheus_client reads it on import
     app = create_app()
     with app.app_context():
         generated = bootstrap()

@@ -6,10 +6,11 @@ imports worker.tasks through `include`. Start a worker with
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from celery import Celery, Task
-from celery.signals import worker_process_init
+from celery.signals import task_failure, task_postrun, task_prerun, worker_process_init
 from flask import Flask
 
 
@@ -30,8 +31,37 @@ def celery_init_app(app: Flask) -> Celery:
         with app.app_context():
             from portal.models import db
             db.engine.dispose(close=False)
+        from . import cropping
+        cropping.warm_up()  # load the face cascades now, not during the child's first render
 
     return celery
+
+
+# --- Observability: the web request's id on the task's log lines, and task metrics -------------
+# (portal/logs.py, portal/metrics.py). Connected once per process, whatever the number of apps.
+
+@task_prerun.connect(weak=False, dispatch_uid="portal.task_prerun")
+def _task_prerun(task_id=None, task=None, **_):
+    from portal import logs
+    _running[task_id] = (logs.task_started(task), time.perf_counter())
+
+
+@task_postrun.connect(weak=False, dispatch_uid="portal.task_postrun")
+def _task_postrun(task_id=None, task=None, state=None, **_):
+    from portal import logs, metrics
+    token, started = _running.pop(task_id, (None, None))
+    if started is not None and task is not None:
+        metrics.TASK_DURATION.labels(task.name, state or "UNKNOWN").observe(time.perf_counter() - started)
+    logs.task_finished(token)
+
+
+@task_failure.connect(weak=False, dispatch_uid="portal.task_failure")
+def _task_failure(sender=None, **_):
+    from portal import metrics
+    metrics.TASK_FAILURES.labels(getattr(sender, "name", "unknown")).inc()
+
+
+_running: dict = {}
 
 
 def _settings(config) -> dict:

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from celery.exceptions import SoftTimeLimitExceeded
 from flask import current_app
 
+from portal import metrics
 from portal.models import RATIOS, Campaign, Variant, db, utcnow
 from portal.storage import storage
 
@@ -82,7 +83,7 @@ def give_up_if_exhausted(campaign_id: str) -> None:
     config = current_app.config
     stale = utcnow() - timedelta(seconds=config["LEASE_SECONDS"])
     c = Campaign
-    db.session.execute(
+    result = db.session.execute(
         sa.update(c).where(c.id == campaign_id, c.attempt >= config["MAX_ATTEMPTS"], sa.or_(
             c.status == "pending", sa.and_(c.status == "processing", c.heartbeat_at < stale)))
         .values(status="failed", stage=None, finished_at=utcnow(), error_message=(
@@ -90,6 +91,7 @@ def give_up_if_exhausted(campaign_id: str) -> None:
             "the image may be too large or damaged.")),
         execution_options={"synchronize_session": False})
     db.session.commit()
+    metrics.campaign_finished("failed", result.rowcount)  # metrics
 
 
 def _wait_and_retry(campaign_id: str, attempt: int, error: sources.TransientSourceError) -> None:
@@ -106,6 +108,7 @@ def _wait_and_retry(campaign_id: str, attempt: int, error: sources.TransientSour
     except Fenced:
         return
     log.info("campaign %s: attempt %s will retry in %.0f s", campaign_id, attempt, countdown)
+    metrics.campaign_finished("retried")  # metrics
     raise RetryLater(countdown)
 
 
@@ -148,8 +151,10 @@ def _run(campaign_id: str, attempt: int) -> None:
     rendered = time.perf_counter()
     _fenced_update(campaign_id, attempt, stage="saving", progress=80)
     _save_files(campaign_id, rendering)
+    saved = time.perf_counter()
     timings = {"fetch_ms": _ms(fetched - started), **{f"{k}_ms": round(v, 1) for k, v in
-               rendering.timings_ms.items()}, "render_total_ms": _ms(rendered - fetched)}
+               rendering.timings_ms.items()}, "render_total_ms": _ms(rendered - fetched),
+               "save_ms": _ms(saved - rendered)}
     _finish(campaign_id, attempt, reasons, rendering, timings, started)
 
 
@@ -182,12 +187,15 @@ def _finish(campaign_id: str, attempt: int, reasons: dict[str, str], rendering: 
             height=v.height, bytes=len(v.jpeg), crop_x=v.crop.x, crop_y=v.crop.y, crop_w=v.crop.w,
             crop_h=v.crop.h, crop_reason=reasons[v.ratio]))
     db.session.commit()
+    metrics.observe_timings(timings)  # metrics: portal_task_stage_seconds{stage}
+    metrics.campaign_finished("completed")
 
 
 def _fail(campaign_id: str, attempt: int, reason: str) -> None:
     with contextlib.suppress(Fenced):  # a newer run owns the campaign; its outcome stands
         _fenced_update(campaign_id, attempt, status="failed", stage=None, finished_at=utcnow(),
                        error_message=reason)
+        metrics.campaign_finished("failed")  # metrics: only when this run wrote the outcome
     log.info("campaign %s failed: %s", campaign_id, reason)
 
 
