@@ -33,18 +33,7 @@ def submit(user: User, data: dict, upload: FileStorage | None = None) -> Campaig
         data.setdefault("image_metadata", {}).setdefault("source_type", "upload")
     brief = parse_campaign(data, current_app.config["PROHIBITED_WORDS"])
     meta = brief.image_metadata
-    if meta.source_type == "upload":
-        _check_upload(upload)
-    if meta.source_type == "local":
-        try:
-            library.resolve(current_app.config["IMPORT_DIR"], meta.source_path)
-        except library.NotImportable as e:
-            raise Invalid({"image_metadata.source_path": str(e)}) from None
-    if meta.source_type == "dropbox" and not meta.source_path.startswith("/"):  # "/..." is an account path
-        try:
-            validate_link(meta.source_path, current_app.config["DROPBOX_LINK_HOSTS"] or LINK_HOSTS)
-        except ValueError as e:
-            raise Invalid({"image_metadata.source_path": str(e)}) from None
+    _check_source(meta, upload)
     campaign = Campaign(
         source_filename=upload.filename[-255:] if meta.source_type == "upload" else None,
         owner_id=user.id,
@@ -72,6 +61,20 @@ def submit(user: User, data: dict, upload: FileStorage | None = None) -> Campaig
 def _name_from(description: str) -> str:
     first_line = description.strip().splitlines()[0]
     return first_line if len(first_line) <= 120 else first_line[:119] + "…"
+
+
+def _check_source(meta, upload: FileStorage | None) -> None:
+    """Refuse, before anything is stored, a source that can be seen to be unusable now."""
+    config = current_app.config
+    try:
+        if meta.source_type == "upload":
+            _check_upload(upload)
+        elif meta.source_type == "local":
+            library.resolve(config["IMPORT_DIR"], meta.source_path)
+        elif meta.source_type == "dropbox" and not meta.source_path.startswith("/"):  # "/..." is an account path
+            validate_link(meta.source_path, config["DROPBOX_LINK_HOSTS"] or LINK_HOSTS)
+    except ValueError as e:  # NotImportable is one too
+        raise Invalid({"image_metadata.source_path": str(e)}) from None
 
 
 def _check_upload(upload: FileStorage | None) -> None:
