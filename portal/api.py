@@ -16,6 +16,7 @@ from .storage import SLUGS, storage
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 RATIO_OF_SLUG = {slug: ratio for ratio, slug in SLUGS.items()}
+MAX_PAGE_NUMBER = 1_000_000
 
 
 @bp.before_request
@@ -94,8 +95,9 @@ def int_arg(name: str, default: int | None) -> int | None:
     raw = request.args.get(name)
     if raw in (None, ""):
         return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise Invalid({name: "Must be a whole number of 1 or more."})
+    # ASCII digits only ("²".isdigit() is true), and a bound, so OFFSET cannot overflow the database.
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_PAGE_NUMBER:
+        raise Invalid({name: f"Must be a whole number from 1 to {MAX_PAGE_NUMBER}."})
     return int(raw)
 
 

@@ -59,7 +59,8 @@ def submit(user: User, data: dict, upload: FileStorage | None = None) -> Campaig
 
 
 def _name_from(description: str) -> str:
-    first_line = description.strip().splitlines()[0]
+    lines = description.strip().splitlines()
+    first_line = lines[0] if lines else "Untitled campaign"
     return first_line if len(first_line) <= 120 else first_line[:119] + "…"
 
 

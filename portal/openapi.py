@@ -22,6 +22,9 @@ _SLUG = {"name": "slug", "in": "path", "required": True,
          "schema": {"type": "string", "enum": ["1x1", "9x16", "16x9"]}}
 _JPEG = {"description": "JPEG image", "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}}
 _COMMON = {"401": _error("Not signed in"), "404": _error("No such campaign (or not yours)")}
+_CROSS_SITE = {"403": _error("Refused: sent by a page on another site")}
+_PAGE = {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1_000_000}}
+_PER_PAGE = {"name": "per_page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1_000_000}}
 
 _VARIANT = {"type": "object", "properties": {
     "ratio": {"type": "string", "enum": ["1:1", "9:16", "16:9"]}, "width": {"type": "integer"},
@@ -60,14 +63,13 @@ def _paths() -> dict:
             "post": {"summary": "Create a campaign (JSON brief, or multipart upload in field 'image')",
                      "requestBody": {"required": True, "content": {
                          **_json("CampaignIn"), "multipart/form-data": {"schema": _MULTIPART}}},
-                     "responses": {"202": accepted, "400": _error("Malformed body"),
+                     "responses": {"202": accepted, "400": _error("Malformed body"), **_CROSS_SITE,
                                    "401": _error("Not signed in"), "413": _error("Upload too large"),
                                    "415": _error("Not a JPEG, PNG or WebP"),
                                    "422": _error("Invalid fields")}},
             "get": {"summary": "List campaigns, newest first",
                     "parameters": [
-                        {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
-                        {"name": "per_page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                        _PAGE, _PER_PAGE,
                         {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(STATUSES)}},
                         {"name": "q", "in": "query", "schema": {"type": "string"}}],
                     "responses": {"200": {"description": "A page", "content": _json("CampaignPage")},
@@ -78,14 +80,15 @@ def _paths() -> dict:
                     "responses": {"200": {"description": "The campaign", "content": _json("Campaign")}, **_COMMON}},
             "patch": {"summary": "Move the focal point and/or set crops by hand; renders again",
                       "requestBody": {"required": True, "content": _json("CampaignPatch")},
-                      "responses": {"202": accepted, "409": _error("Still running, or not processed yet"),
+                      "responses": {"202": accepted, **_CROSS_SITE,
+                                    "409": _error("Still running, or not processed yet"),
                                     "422": _error("Invalid fields"), **_COMMON}},
             "delete": {"summary": "Delete a campaign and its files",
-                       "responses": {"204": {"description": "Deleted"}, **_COMMON}}},
+                       "responses": {"204": {"description": "Deleted"}, **_CROSS_SITE, **_COMMON}}},
         "/api/campaigns/{campaign_id}/retry": {
             "parameters": [_ID],
             "post": {"summary": "Run a failed campaign again",
-                     "responses": {"202": accepted, "409": _error("Not failed"), **_COMMON}}},
+                     "responses": {"202": accepted, "409": _error("Not failed"), **_CROSS_SITE, **_COMMON}}},
         "/api/campaigns/{campaign_id}/variants/{slug}": {
             "parameters": [_ID, _SLUG],
             "get": {"summary": "Download one variant (full size)",
@@ -104,6 +107,16 @@ def _paths() -> dict:
                     "responses": {"200": {"description": "ZIP archive", "content": {
                         "application/zip": {"schema": {"type": "string", "format": "binary"}}}},
                         "409": _error("Not completed"), **_COMMON}}},
+        "/api/library": {"get": {
+            "summary": "Images in the server import folder (PORTAL_IMPORT_DIR), one folder at a time",
+            "parameters": [{"name": "folder", "in": "query", "schema": {"type": "string"}}, _PAGE, _PER_PAGE],
+            "responses": {"200": {"description": "A page of the folder", "content": _json("LibraryPage")},
+                          "401": _error("Not signed in"), "422": _error("No such folder")}}},
+        "/api/library/thumbnail": {"get": {
+            "summary": "A small re-encoded thumbnail of an importable image",
+            "parameters": [{"name": "path", "in": "query", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": _JPEG, "401": _error("Not signed in"), "404": _error("No such image"),
+                          "422": _error("Not a usable image")}}},
         "/api/me": {"get": {"summary": "Who is signed in", "responses": {
             "200": {"description": "The user", "content": {"application/json": {"schema": {
                 "type": "object", "properties": {"username": {"type": "string"},
@@ -125,6 +138,14 @@ def document() -> dict:
             "items": {"type": "array", "items": {"$ref": _REF.format(model="Campaign")}},
             "page": {"type": "integer"}, "per_page": {"type": "integer"}, "total": {"type": "integer"},
             "pages": {"type": "integer"}, "links": {"type": "object"}}},
+        "LibraryPage": {"type": "object", "properties": {
+            "folder": {"type": "string"}, "parent": {"type": ["string", "null"]},
+            "folders": {"type": "array", "items": {"type": "string"}},
+            "images": {"type": "array", "items": {"type": "object", "properties": {
+                "path": {"type": "string"}, "name": {"type": "string"}, "bytes": {"type": "integer"},
+                "thumbnail_url": {"type": "string"}}}},
+            "page": {"type": "integer"}, "per_page": {"type": "integer"}, "total": {"type": "integer"},
+            "pages": {"type": "integer"}}},
         "Error": {"type": "object", "required": ["error", "message"], "properties": {
             "error": {"type": "string"}, "message": {"type": "string"},
             "fields": {"type": "object", "additionalProperties": {"type": "string"}}}},

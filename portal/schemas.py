@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class Invalid(Exception):
@@ -56,6 +56,14 @@ class CampaignIn(BaseModel):
     generate_by_ai: bool = False
     focal_x: float | None = Field(default=None, ge=0, le=1)
     focal_y: float | None = Field(default=None, ge=0, le=1)
+
+    @field_validator("description", "target_market", "campaign_message", "products_description")
+    @classmethod
+    def _has_text(cls, value: str) -> str:
+        # Pydantic's stripping keeps some invisible characters (\x1c-\x1f) that str.strip() removes.
+        if not value.strip():
+            raise ValueError("This field must not be empty.")
+        return value
 
 
 class _FieldError(ValueError):
@@ -122,6 +130,8 @@ def _message(item: dict) -> str:
         return "This field must not be empty."
     if kind == "string_too_long":
         return f"At most {ctx.get('max_length')} characters."
+    if kind == "value_error" and ctx.get("error") is not None:  # our own validators' sentences
+        return str(ctx["error"])
     if kind == "literal_error":
         return f"Must be one of: {ctx.get('expected')}."
     return item["msg"]
