@@ -22,7 +22,13 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(BIN)/python
 run: $(VENV)/.run-installed
 	$(BIN)/python -m portal.serve
 
-test: $(VENV)/.dev-installed
+# Browser tests drive Debian's Chromium (Playwright cannot download its own browser here).
+/usr/bin/chromium:
+	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "browser tests need /usr/bin/chromium (apt-get install chromium); they will be skipped"; fi
+
+test: $(VENV)/.dev-installed /usr/bin/chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: $(VENV)/.dev-installed
