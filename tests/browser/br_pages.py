@@ -77,7 +77,7 @@ class Watch:
     def attach(self, page: Page) -> Watch:
         page.on("console", self._console)
         page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
-        page.on("requestfailed", lambda r: self.failed.append(f"{r.method} {r.url}: {r.failure}"))
+        page.on("requestfailed", self._request_failed)
         page.on("request", self._request)
         page.on("response", self._response)
         return self
@@ -88,6 +88,12 @@ class Watch:
 
     def _request(self, request: Request) -> None:
         self.requests.append(request)
+
+    def _request_failed(self, request: Request) -> None:
+        # ERR_ABORTED is the browser cancelling a request because the test navigated away
+        # (a lazy image still loading), not something broken on the page.
+        if request.failure != "net::ERR_ABORTED":
+            self.failed.append(f"{request.method} {request.url}: {request.failure}")
 
     def _response(self, response: Response) -> None:
         self.responses.append(response)
