@@ -28,23 +28,16 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from factories import PASSWORDS, basic, brief, jpeg_bytes
+from factories import PASSWORDS, add_users, app_settings, basic, brief, jpeg_bytes
 from portal import create_app
 from portal.models import RATIOS, Campaign, User, Variant, db, utcnow
-from werkzeug.security import generate_password_hash
 
 _TMP = Path(tempfile.mkdtemp(prefix="fuzz-api-"))
 atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
 (_TMP / "import").mkdir()
 (_TMP / "import" / "beach.jpg").write_bytes(jpeg_bytes())
 
-app = create_app({
-    "TESTING": True, "SECRET_KEY": "test", "INSTANCE_DIR": str(_TMP),
-    "SQLALCHEMY_DATABASE_URI": f"sqlite:///{_TMP / 'test.db'}",
-    "CELERY_BROKER_URL": "memory://", "STORAGE_DIR": str(_TMP / "storage"),
-    "IMPORT_DIR": str(_TMP / "import"), "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
-    "PROHIBITED_WORDS": ["violence"], "WTF_CSRF_ENABLED": False,
-})
+app = create_app(app_settings(_TMP))
 
 
 
@@ -71,8 +64,6 @@ app.wsgi_app = _closing(app.wsgi_app)
 COMPLETED, FAILED, PENDING, BOBS = ("a" * 32, "b" * 32, "c" * 32, "d" * 32)
 SEEDED = (COMPLETED, FAILED, PENDING, BOBS)
 _JPEG = jpeg_bytes((160, 90))
-# Cheap hashes, as in conftest.py.
-HASHES = {name: generate_password_hash(pw, "pbkdf2:sha256:1000") for name, pw in PASSWORDS.items()}
 
 
 def _seed() -> None:
@@ -80,9 +71,7 @@ def _seed() -> None:
     store = app.extensions["storage"]
     with app.app_context():
         if db.session.execute(db.select(User.id).limit(1)).first() is None:
-            for name, password_hash in HASHES.items():
-                db.session.add(User(username=name, password_hash=password_hash, is_admin=name == "root"))
-            db.session.commit()
+            add_users(db, User)
         users = {u.username: u.id for u in db.session.execute(db.select(User)).scalars()}
         for campaign_id in SEEDED:
             existing = db.session.get(Campaign, campaign_id)
