@@ -10,6 +10,11 @@ and noise); nothing is downloaded. See bench/README.md ("Render benchmark") for 
 from __future__ import annotations
 
 import os
+import sys
+
+# `python bench/render.py` puts bench/ first on sys.path, where a sibling script's name may shadow
+# a standard module (bench/queue.py would shadow `queue`, which concurrent.futures imports).
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
 # Single-threaded everywhere, set before pyvips/libvips and OpenCV start their thread pools.
 os.environ["VIPS_CONCURRENCY"] = "1"
@@ -21,9 +26,9 @@ import platform  # noqa: E402
 import resource  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from io import BytesIO  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -117,6 +122,35 @@ def ours(data: bytes):
     return {v.ratio: (v.jpeg, (v.crop.x, v.crop.y, v.crop.x + v.crop.w, v.crop.y + v.crop.h)) for v in r.variants}
 
 
+@contextmanager
+def dct_scaled():
+    """render() shrinking every JPEG on load as far as its crops allow, however small the file:
+    the other side of the speed/PSNR trade-off (imaging.FULL_DECODE_PIXELS)."""
+    saved = imaging.FULL_DECODE_PIXELS
+    imaging.FULL_DECODE_PIXELS = 0
+    try:
+        yield
+    finally:
+        imaging.FULL_DECODE_PIXELS = saved
+
+
+def ours_dct(data: bytes):
+    with dct_scaled():
+        return ours(data)
+
+
+@contextmanager
+def unencoded():
+    """render() handing back its pixels losslessly (PNG) instead of q95 JPEGs: what the resampling
+    itself costs, before JPEG rounds our pixels and the reference's differently."""
+    saved = imaging._encode
+    imaging._encode = lambda im, quality: encode(im, "PNG", compress_level=1)
+    try:
+        yield
+    finally:
+        imaging._encode = saved
+
+
 def original(data: bytes):
     """The original design: full decode, centre crop_box, Pillow LANCZOS per ratio, q95."""
     im = Image.open(BytesIO(data))
@@ -143,16 +177,21 @@ def _shrink(width: int, height: int) -> int:
     return round(1 / imaging.decode_scale(width, height))
 
 
+def _shrink_max(width: int, height: int) -> int:
+    with dct_scaled():
+        return _shrink(width, height)
+
+
 def vips_best(data: bytes, previews: bool = True):
     """Best libvips pipeline: one decode with shrink-on-load to the smallest DCT scale that still
-    covers every crop (the same scale ours uses), crops chosen on a small copy by our own
+    covers every crop (what ours does under dct_scaled, whatever the size), crops chosen on a small copy by our own
     cropping.place, then crop + lanczos3 resize per ratio, jpegsave Q95 4:2:0. With previews=True it
     also makes what ours makes besides: a 480 px preview of each variant (Q80) and a 1280 px
     source preview (Q82), so both produce the same campaign."""
     head = pyvips.Image.new_from_buffer(data, "")
     W, H = head.width, head.height
     is_jpeg = data.startswith(b"\xff\xd8\xff")
-    s = _shrink(W, H) if is_jpeg else 1
+    s = _shrink_max(W, H) if is_jpeg else 1
     im = pyvips.Image.new_from_buffer(data, "", shrink=s) if s > 1 else head
     im = im.copy_memory()  # decode once; every crop below reads from memory
     scale_x, scale_y = im.width / W, im.height / H
@@ -182,10 +221,12 @@ def vips_best(data: bytes, previews: bool = True):
 def _floor_decode(data: bytes) -> tuple[Image.Image, float, int, int]:
     im = Image.open(BytesIO(data))
     W, H = im.size
-    d = _shrink(W, H) if im.format == "JPEG" else 1
+    d = _shrink(W, H) if im.format == "JPEG" else 1  # the scale ours decodes at (as far as it goes under dct_scaled)
     if d > 1:
         im.draft("RGB", (W // d, H // d))
-    im = im.convert("RGB")
+    im.load()
+    if im.mode != "RGB":  # convert() copies even RGB to RGB: a full-size copy the floor must not pay
+        im = im.convert("RGB")
     return im, im.width / W, W, H
 
 
@@ -215,6 +256,37 @@ def floor_cv2(data: bytes):
     return out
 
 
+def floor_vips(data: bytes):
+    """Floor: libvips decode at our scale (shrink-on-load) + linear resize of the centre boxes + Q95 4:2:0."""
+    is_jpeg = data.startswith(b"\xff\xd8\xff")
+    head = pyvips.Image.new_from_buffer(data, "")
+    W, H = head.width, head.height
+    s = _shrink(W, H) if is_jpeg else 1
+    im = pyvips.Image.new_from_buffer(data, "", shrink=s).copy_memory() if s > 1 else head.copy_memory()
+    out = {}
+    for ratio, (w, h) in RATIOS.items():
+        b = imaging.crop_box(W, H, ratio)
+        c = im.crop(b.x // s, b.y // s, b.w // s, b.h // s)
+        v = c.resize(w / c.width, vscale=h / c.height, kernel="linear")
+        out[ratio] = (v.jpegsave_buffer(Q=Q, subsample_mode="on"), None)
+    return out
+
+
+def floor_vips_dct(data: bytes):
+    with dct_scaled():
+        return floor_vips(data)
+
+
+def floor_pillow_dct(data: bytes):
+    with dct_scaled():
+        return floor_pillow(data)
+
+
+def floor_cv2_dct(data: bytes):
+    with dct_scaled():
+        return floor_cv2(data)
+
+
 PIPELINES = {
     "ours": ours,
     "original": original,
@@ -222,16 +294,21 @@ PIPELINES = {
     "best libvips": vips_best,
     "floor (Pillow bilinear)": floor_pillow,
     "floor (cv2 area)": floor_cv2,
+    "floor (libvips linear)": floor_vips,
 }
+FLOORS = ("floor (Pillow bilinear)", "floor (cv2 area)", "floor (libvips linear)")
+# Only where DCT scaling could go further than ours does (else they repeat ours and the floor).
+DCT_SCALED = {"ours, DCT-scaled": ours_dct, "floor (Pillow bilinear), DCT-scaled": floor_pillow_dct,
+              "floor (cv2 area), DCT-scaled": floor_cv2_dct, "floor (libvips linear), DCT-scaled": floor_vips_dct}
 
 
-def measure(data: bytes, runs: int) -> dict[str, list[float]]:
+def measure(data: bytes, runs: int, pipelines: dict) -> dict[str, list[float]]:
     """CPU seconds per run; pipelines interleaved so drift in machine load hits all alike."""
-    for fn in PIPELINES.values():  # warm: imports, cascade load, libjpeg tables
+    for fn in pipelines.values():  # warm: imports, cascade load, libjpeg tables
         fn(data)
-    times = {name: [] for name in PIPELINES}
+    times = {name: [] for name in pipelines}
     for _ in range(runs):
-        for name, fn in PIPELINES.items():
+        for name, fn in pipelines.items():
             t = time.process_time()
             fn(data)
             times[name].append(time.process_time() - t)
@@ -249,19 +326,29 @@ def decode_rgb(jpeg: bytes) -> np.ndarray:
     return np.asarray(Image.open(BytesIO(jpeg)).convert("RGB"))
 
 
-def quality(data: bytes, outputs: dict) -> tuple[float, float, float]:
+def quality(data: bytes, outputs: dict, pixels: dict | None = None) -> tuple[float, ...]:
     """Min over ratios of PSNR (dB) of the decoded output against the full-resolution LANCZOS
     reference of the same box: (vs the reference encoded q95 4:2:0, vs the unencoded reference,
-    and the ceiling: the encoded reference vs the unencoded one, i.e. what q95 4:2:0 itself costs)."""
+    the ceiling: the encoded reference vs the unencoded one, i.e. what q95 4:2:0 itself costs,
+    and, given `pixels` (the same render unencoded), the rendered pixels vs the unencoded reference)."""
     full = Image.open(BytesIO(data)).convert("RGB")
-    enc, raw, ceiling = [], [], []
+    enc, raw, ceiling, before = [], [], [], []
     for ratio, (jpeg, box) in outputs.items():
         ref = full.resize(RATIOS[ratio], Image.Resampling.LANCZOS, box=box)
         got, ref_enc = decode_rgb(jpeg), decode_rgb(encode(ref, "JPEG", quality=Q, subsampling=2))
         raw.append(psnr(got, np.asarray(ref)))
         enc.append(psnr(got, ref_enc))
         ceiling.append(psnr(ref_enc, np.asarray(ref)))
-    return min(enc), min(raw), min(ceiling)
+        if pixels is not None:
+            assert pixels[ratio][1] == box, "the unencoded render chose other boxes"
+            before.append(psnr(decode_rgb(pixels[ratio][0]), np.asarray(ref)))
+    return min(enc), min(raw), min(ceiling), (min(before) if before else float("nan"))
+
+
+def quality_of(render_fn, data: bytes) -> tuple[float, ...]:
+    with unencoded():
+        pixels = render_fn(data)
+    return quality(data, render_fn(data), pixels)
 
 
 # --- memory (fresh subprocess per measurement) ----------------------------------------------
@@ -275,6 +362,7 @@ def _status(field: str) -> int:
 
 def memory_child(pipeline: str, path: str) -> None:
     data = Path(path).read_bytes()
+    cropping.warm_up()  # as a worker child does when it starts (worker_process_init): cascades loaded
     before = _status("VmRSS")
     maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     try:  # "5" resets VmHWM (the peak RSS) to the current RSS (Linux >= 4.0)
@@ -333,13 +421,16 @@ def main() -> None:
             with Image.open(path) as im:
                 W, H = im.size
             s = imaging.decode_scale(W, H) if im.format == "JPEG" else 1.0
-            times = measure(data, args.runs)
+            with dct_scaled():
+                s_dct = imaging.decode_scale(W, H) if im.format == "JPEG" else 1.0
+            times = measure(data, args.runs, PIPELINES | (DCT_SCALED if s_dct < s else {}))
             med = {k: statistics.median(v) for k, v in times.items()}
-            floor = min(med["floor (Pillow bilinear)"], med["floor (cv2 area)"])
+            floor = min(med[f] for f in FLOORS)
             parts = [imaging.render(data, place=cropping.place).timings_ms for _ in range(3)]
             parts = {k: statistics.median(t[k] for t in parts) for k in parts[0]}
-            q_ours = quality(data, ours(data))
+            q_ours = quality_of(ours, data)
             q_best = quality(data, vips_best(data, previews=False))
+            q_dct = quality_of(ours_dct, data) if s_dct < s else None
             print(f"\n### {name} ({W}x{H}, {len(data) / 1e6:.1f} MB, decoded at scale {s:g}), "
                   f"median of {args.runs} runs, CPU ms\n")
             print("| pipeline | CPU ms (median) | min-max | ours / this |")
@@ -351,6 +442,12 @@ def main() -> None:
                   f"(reference q95 4:2:0 / unencoded): ours {db(q_ours[0])} / {db(q_ours[1])} dB; "
                   f"best libvips {db(q_best[0])} / {db(q_best[1])} dB; "
                   f"q95 4:2:0 of the reference itself vs unencoded: {db(q_ours[2])} dB")
+            print(f"ours' pixels before encoding vs the unencoded reference: {db(q_ours[3])} dB")
+            if q_dct:
+                dct, dct_floor = med["ours, DCT-scaled"], min(med[f + ", DCT-scaled"] for f in FLOORS)
+                print(f"ours DCT-scaled to {s_dct:g} instead: {db(q_dct[3])} dB before encoding, {db(q_dct[0])} / "
+                      f"{db(q_dct[1])} dB after; {dct * 1e3:.0f} ms = {dct / dct_floor:.2f}x its floor, "
+                      f"{dct / med['original']:.2f}x original, {dct / med['best libvips']:.2f}x best libvips")
             print("ours, inside render() (wall ms, median of 3): "
                   + ", ".join(f"{k} {v:.0f}" for k, v in parts.items()), flush=True)
             summary.append((name, med["ours"] / med["original"], med["ours"] / med["best libvips"],
@@ -358,13 +455,13 @@ def main() -> None:
 
         print("\n### Goals (ours / original <= 0.25, ours / best libvips <= 1.0, ours / floor <= 1.3, "
               "PSNR >= 50 dB)\n")
-        print("| input | ours / original | ours / best libvips | ours / floor | ours PSNR dB vs encoded ref "
-              "(vs unencoded; q95 ceiling) |")
-        print("| --- | ---: | ---: | ---: | ---: |")
-        for name, a, b, c, p1, p2, p3 in summary:
+        print("| input | ours / original | ours / best libvips | ours / floor | ours PSNR dB, pixels before "
+              "encoding vs unencoded ref | ours PSNR dB vs encoded ref (vs unencoded; q95 ceiling) |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        for name, a, b, c, p1, p2, p3, p4 in summary:
             mark = lambda ok: "" if ok else " MISS"  # noqa: E731
             print(f"| {name} | {a:.2f}{mark(a <= 0.25)} | {b:.2f}{mark(b <= 1.0)} | {c:.2f}{mark(c <= 1.3)} "
-                  f"| {db(p1)}{mark(p1 >= 50)} ({db(p2)}; {db(p3)}) |")
+                  f"| {db(p4)}{mark(p4 >= 50)} | {db(p1)}{mark(p1 >= 50)} ({db(p2)}; {db(p3)}) |")
 
         print("\n### Peak memory of one render, fresh process (MiB above the RSS before the call; "
               "VmHWM reset through /proc/self/clear_refs)\n")

@@ -3,22 +3,40 @@
 Pure: bytes in, images out. No Flask, no database, no files, so it can be
 tested and benchmarked alone. Every output is re-encoded from pixels, so
 nothing of the uploaded file (metadata, appended payloads) survives.
+
+Two libraries, each where the render benchmark (bench/render.py) found it best:
+Pillow reads the header (format allow-list, size caps, orientation, colour profile)
+before anything is decoded, and does the work on output-sized images (orientation,
+colour conversion, JPEG encoding); libvips decodes once (shrinking on load when a
+big JPEG allows it) and does the crop-and-resize, its vectorised lanczos3 several
+times faster than Pillow's.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 import struct
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cache
 from io import BytesIO
 
+import pyvips  # a hard dependency: without libvips the worker must not start, not render slowly
 from PIL import Image, ImageCms, ImageFile
 
-# Chooses each ratio's window position: (decoded oriented image, full width, full height) -> boxes.
+# One libvips thread: a Celery pool runs one child per core and each renders one image at a time,
+# so libvips' own pool (a thread per core) would only fight the other children for the cores.
+if "VIPS_CONCURRENCY" not in os.environ:
+    pyvips.concurrency_set(1)
+# No operation cache: every upload is new bytes, and a cached operation keeps its pixels alive.
+pyvips.cache_set_max(0)
+# Defence in depth: we call the JPEG/PNG/WebP loaders by name, but no path may reach the others.
+pyvips.block_untrusted_set(True)
+
+# Chooses each ratio's window position: (small oriented copy, full width, full height) -> boxes.
 Placer = Callable[["Image.Image", int, int], "dict[str, Box]"]
 
 RATIOS: dict[str, tuple[int, int]] = {"1:1": (1080, 1080), "9:16": (1080, 1920), "16:9": (1920, 1080)}
@@ -27,12 +45,15 @@ JPEG_QUALITY = 95
 # 4:2:0: a fifth smaller than 4:4:4 at q95; the chroma loss is invisible in photos, and against
 # a reference encoded the same way it scores higher than 4:4:4 (40 vs 39 dB after DCT scaling).
 JPEG_SUBSAMPLING = 2
-# Pillow box-reduces by int(factor / gap) before LANCZOS. 1.0 and 2.0 fall below 50 dB PSNR
-# against pure LANCZOS (at factors 2.8 and 4.5); 2.5 stays above it at every factor up to 5.6.
-REDUCING_GAP: float | None = 2.5
-# JPEGs are DCT-scaled while decoding until each crop keeps this many pixels per output pixel.
-# 1.0 is fastest; DCT scaling's own filter then shows (about 39-46 dB against full-resolution
-# LANCZOS on noisy photos); 3.0 keeps >= 50 dB but rarely lets any image be scaled.
+# libvips' resize: lanczos3, box-shrinking by whole factors first only beyond 2 x RESIZE_GAP.
+# 3.0 stays >= 50 dB from pure LANCZOS at every factor up to 8; libvips' default 2.0 fell to 47 at 4.5x.
+RESIZE_KERNEL, RESIZE_GAP = "lanczos3", 3.0
+# JPEGs larger than this are DCT-scaled while decoding (libvips' shrink-on-load), no further than
+# each crop keeps DRAFT_OVERSAMPLE source pixels per output pixel. A 24 MP camera stays whole: DCT
+# scaling's own filter costs the pixels ~11 dB (42.7 instead of 53.8 dB against a full-resolution
+# LANCZOS render, bench/README.md) for ~25% less CPU. Above it, the decoded copy stays bounded:
+# at most ~4x this many bytes (3 per pixel), whatever the upload's size.
+FULL_DECODE_PIXELS = 25_000_000
 DRAFT_OVERSAMPLE = 1.0
 PREVIEW_SIZE, PREVIEW_QUALITY = (480, 480), 80
 SOURCE_PREVIEW_SIZE, SOURCE_PREVIEW_QUALITY = (1280, 1280), 82
@@ -49,6 +70,10 @@ _ORIENT = {1: (None, False, False, False), 2: (_T.FLIP_LEFT_RIGHT, False, True, 
            3: (_T.ROTATE_180, False, True, True), 4: (_T.FLIP_TOP_BOTTOM, False, False, True),
            5: (_T.TRANSPOSE, True, False, False), 6: (_T.ROTATE_270, True, True, False),
            7: (_T.TRANSVERSE, True, True, True), 8: (_T.ROTATE_90, True, False, True)}
+# Named loaders only: libvips' sniffing loaders would also open formats we do not accept.
+_LOADERS = {"JPEG": pyvips.Image.jpegload_buffer, "PNG": pyvips.Image.pngload_buffer,
+            "WEBP": pyvips.Image.webpload_buffer}
+
 
 class ImageRejected(Exception):
     """The image cannot be used; str(e) is a sentence a marketer understands."""
@@ -85,13 +110,13 @@ class Rendering:
 
 
 @dataclass(frozen=True)
-class _Decoded:
-    image: Image.Image  # oriented, mode L/LA/RGB/RGBA/CMYK, possibly DCT-scaled
+class _Source:
+    pixels: pyvips.Image  # in memory, as stored (not yet oriented), 8-bit, alpha flattened on white
+    mode: str  # the Pillow mode of those pixels: L, RGB or CMYK
     width: int  # full-resolution oriented size, the frame crop boxes live in
     height: int
-    boxes: list[Box]  # in RATIOS order
-    scale: float  # decoded pixels per source pixel
-    offset: tuple[float, float]  # decoded-pixel shift of axes that the orientation reversed
+    orientation: int  # EXIF 1-8
+    step: int  # source pixels per decoded pixel: the JPEG DCT denominator, else 1
     icc: bytes | None
 
 
@@ -130,11 +155,13 @@ def decode_scale(width: int, height: int) -> float:
 
 
 def _dct_denominator(width: int, height: int, boxes: list[Box]) -> int:
-    # The most libjpeg may shrink while every crop keeps at least its output's pixels.
-    # The scale is uniform, so raw and oriented sizes give the same answer.
+    """The least shrink that brings the decode within FULL_DECODE_PIXELS, or failing that the most
+    libjpeg may shrink while every crop keeps at least its output's pixels (times DRAFT_OVERSAMPLE).
+    The scale is uniform, so raw and oriented sizes give the same answer."""
     need = max(min(1.0, DRAFT_OVERSAMPLE * out[0] / box.w) for out, box in zip(RATIOS.values(), boxes, strict=True))
     fits = min(width // math.ceil(width * need), height // math.ceil(height * need))
-    return next(d for d in (8, 4, 2, 1) if fits >= d)  # the rule of JpegImageFile.draft
+    allowed = [d for d in (1, 2, 4, 8) if fits >= d]
+    return next((d for d in allowed if width * height <= FULL_DECODE_PIXELS * d * d), allowed[-1])
 
 
 def render(
@@ -147,56 +174,66 @@ def render(
     only: Collection[str] | None = None,
     place: Placer | None = None,
 ) -> Rendering:
-    """Decode once (DCT-scaled for JPEG), crop and resize each ratio, re-encode everything.
+    """Decode once (DCT-scaled for JPEGs over FULL_DECODE_PIXELS), crop and resize each ratio, re-encode everything.
     crops: explicit boxes in oriented source pixels, overriding the computed ones.
     only: render just these ratios (a re-render of one edited crop); all by default.
-    place: positions the windows from the decoded picture (content-aware crops); the window
-    sizes, and so the decode scale, do not depend on it. Ignored where crops or focal decide."""
+    place: positions the windows from a small copy of the picture (content-aware crops); the
+    window sizes, and so the decode scale, do not depend on it. Ignored where crops or focal decide.
+    A DCT-scaled decode renders each box moved onto its grid (edges on multiples of the scale's
+    denominator: less than one decoded pixel off) and reports the box it rendered, so pixels and
+    box agree."""
     t0 = time.perf_counter()
     fmt = sniff_format(data)
     if fmt is None:
         raise ImageRejected("The file is not a JPEG, PNG or WebP image.")
     crops = crops or {}
-    src = _decode(data, fmt, focal, crops, max_pixels, max_side)
+    src, boxes = _decode(data, fmt, focal, crops, max_pixels, max_side)
     t_decoded = time.perf_counter()
+    preview = _fit(src, SOURCE_PREVIEW_SIZE)  # made first: the placer looks at a copy of it
     if place is not None and focal is None:
-        placed = place(src.image, src.width, src.height)
-        src = replace(src, boxes=[crops.get(r) or placed[r] for r in RATIOS])
+        placed = place(_analysis_copy(preview), src.width, src.height)
+        boxes = [crops.get(r) or placed[r] for r in RATIOS]
     t1 = time.perf_counter()
-    to_srgb = _srgb_converter(src.image.mode, src.icc)
-    chosen = [(r, box) for r, box in zip(RATIOS, src.boxes, strict=True) if only is None or r in only]
-    outputs = [to_srgb(src.image.resize(RATIOS[r], Image.Resampling.LANCZOS,
-                                        box=_decoded_box(src, box), reducing_gap=REDUCING_GAP))
-               for r, box in chosen]
-    source_preview = to_srgb(_fit(src, SOURCE_PREVIEW_SIZE))
+    chosen = [(r, _on_grid(src, box)) for r, box in zip(RATIOS, boxes, strict=True) if only is None or r in only]
+    to_srgb = _srgb_converter(src.mode, src.icc)
+    variants, stages = _variants(src, chosen, to_srgb)
     t2 = time.perf_counter()
-    variants = [_variant(r, box, out) for (r, box), out in zip(chosen, outputs, strict=True)]
-    preview = _encode(source_preview, SOURCE_PREVIEW_QUALITY)
-    t3 = time.perf_counter()
+    encoded_preview = _encode(to_srgb(preview), SOURCE_PREVIEW_QUALITY)
+    stages["encode"] += time.perf_counter() - t2
     timings = {"decode": (t_decoded - t0) * 1e3, "analyse": (t1 - t_decoded) * 1e3,
-               "render": (t2 - t1) * 1e3, "encode": (t3 - t2) * 1e3}
-    return Rendering(src.width, src.height, fmt, preview, variants, timings)
+               "render": stages["render"] * 1e3, "encode": stages["encode"] * 1e3}
+    return Rendering(src.width, src.height, fmt, encoded_preview, variants, timings)
+
+
+def _variants(src: _Source, chosen: list[tuple[str, Box]], to_srgb: Callable[[Image.Image], Image.Image]
+              ) -> tuple[list[Variant], dict[str, float]]:
+    """Each ratio resized and encoded before the next is resized: one output's pixels alive at a time
+    (three at once took 24 MP renders past 150 MiB). Returns the seconds spent resizing and encoding."""
+    variants, stages = [], {"render": 0.0, "encode": 0.0}
+    for ratio, box in chosen:
+        t0 = time.perf_counter()
+        out = to_srgb(_resize(src, box, RATIOS[ratio]))
+        t1 = time.perf_counter()
+        variants.append(_variant(ratio, box, out))
+        stages["render"] += t1 - t0
+        stages["encode"] += time.perf_counter() - t1
+    return variants, stages
 
 
 def _decode(data: bytes, fmt: str, focal: tuple[float, float] | None, crops: dict[str, Box],
-            max_pixels: int, max_side: int) -> _Decoded:
-    im = _open(data, fmt, max_pixels)  # no `with`: close() would discard the decoded pixels
-    _check_size(im.width, im.height, max_pixels, max_side)  # header only: nothing decoded yet
-    if fmt != "JPEG":
-        _load(im)  # PNG may keep its eXIf chunk after the pixels
-    method, swap, flip_x, flip_y = _ORIENT[_exif_orientation(im)]
-    width, height = (im.height, im.width) if swap else im.size
+            max_pixels: int, max_side: int) -> tuple[_Source, list[Box]]:
+    """Everything from the header first (caps, orientation, crops), then libvips decodes once."""
+    with _open(data, fmt, max_pixels) as im:
+        _check_size(im.width, im.height, max_pixels, max_side)  # header only: nothing decoded yet
+        orientation = _exif_orientation(im, fmt, data)
+        icc = im.info.get("icc_profile")
+        stored = im.size
+    swap = _ORIENT[orientation][1]
+    width, height = (stored[1], stored[0]) if swap else stored
     boxes = _boxes(width, height, focal, crops)
-    scale = 1.0
-    if fmt == "JPEG":  # before load(): libjpeg then decodes straight to 1/2, 1/4 or 1/8 size
-        d, raw_width = _dct_denominator(width, height, boxes), im.width
-        drafted = im.draft("RGB", (im.width // d, im.height // d)) if d > 1 else None
-        scale = drafted[1][2] / raw_width if drafted else 1.0  # draft's box: raw size / denominator
-        _load(im)
-    upright = im.transpose(method) if method is not None else im  # no full-size copy when upright
-    # A reversed axis moves libjpeg's padded partial block from the end to the start.
-    offset = (upright.width - width * scale if flip_x else 0.0, upright.height - height * scale if flip_y else 0.0)
-    return _Decoded(_normalise_mode(upright), width, height, boxes, scale, offset, im.info.get("icc_profile"))
+    step = _dct_denominator(width, height, boxes) if fmt == "JPEG" else 1
+    pixels, mode = _load_pixels(data, fmt, step)
+    return _Source(pixels, mode, width, height, orientation, step, icc), boxes
 
 
 def _open(data: bytes, fmt: str, max_pixels: int) -> ImageFile.ImageFile:
@@ -226,21 +263,66 @@ def _mp(pixels: int) -> str:
     return f"{pixels / 1e6:.1f}".removesuffix(".0")
 
 
-def _exif_orientation(im: ImageFile.ImageFile) -> int:
+def _exif_orientation(im: ImageFile.ImageFile, fmt: str, data: bytes) -> int:
     try:
-        value = im.getexif().get(_ORIENTATION, 1)
+        if fmt == "PNG" and "exif" not in im.info:
+            # Pillow's getexif() would decode the whole PNG to reach an eXIf chunk after the pixels.
+            exif = Image.Exif()
+            exif.load(_png_exif(data) or b"")
+        else:
+            exif = im.getexif()
+        value = exif.get(_ORIENTATION, 1)
     except (*_DECODE_ERRORS, struct.error):
         return 1  # unreadable EXIF: show the pixels as stored rather than refuse the picture
     return value if value in _ORIENT else 1
 
 
-def _load(im: ImageFile.ImageFile) -> None:
+def _png_exif(data: bytes) -> bytes | None:
+    """The eXIf chunk's body wherever it is, walking the chunk lengths (no decoding)."""
+    at = 8
+    while at + 8 <= len(data):
+        (length,), kind = struct.unpack(">I", data[at:at + 4]), data[at + 4:at + 8]
+        if kind == b"eXIf":
+            return data[at + 8:at + 8 + length]
+        if kind == b"IEND":
+            return None
+        at += 12 + length
+    return None
+
+
+def _load_pixels(data: bytes, fmt: str, step: int) -> tuple[pyvips.Image, str]:
+    """Decode once into memory, shrunk on load by `step` (JPEG only), brought to 8-bit L, RGB or
+    CMYK. fail_on="error": a truncated or corrupt file fails here instead of rendering grey."""
+    options = {"shrink": step} if step > 1 else {}
     try:
-        # Truncated files fail here (verify() passes them) as long as nobody sets Pillow's
-        # LOAD_TRUNCATED_IMAGES, which would ship a half-grey crop.
-        im.load()
-    except _DECODE_ERRORS as e:
+        # Sequential: the decoder streams into the one in-memory copy instead of a buffer of its own.
+        image = _LOADERS[fmt](data, access="sequential", fail_on="error", **options)
+        image, mode = _eight_bit_opaque(image)
+        return image.copy_memory(), mode
+    except pyvips.Error as e:
+        if "out of memory" in str(e):
+            raise MemoryError(str(e)) from e  # the worker's memory ceiling, not a damaged file
         raise ImageRejected(_DAMAGED) from e
+
+
+def _eight_bit_opaque(image: pyvips.Image) -> tuple[pyvips.Image, str]:
+    """Lazy steps, run while decoding: 16-bit scaled (not clipped) to 8, alpha flattened on white.
+    Flattening before resizing equals resizing premultiplied pixels and flattening after."""
+    if image.format == "ushort":
+        image = (image / 257).rint().cast("uchar")
+    elif image.format != "uchar":
+        raise ImageRejected(f"The image uses a sample format ({image.format}) we cannot convert; "
+                            "please export it as an 8-bit RGB JPEG or PNG.")
+    if image.hasalpha():
+        # max_alpha: a 16-bit source cast to 8 bits keeps its 16-bit interpretation, which
+        # would make flatten() read alpha 255 as nearly transparent (a black picture).
+        image = image.flatten(background=[255] * (image.bands - 1), max_alpha=255).cast("uchar")
+    if image.interpretation == "cmyk" and image.bands == 4:
+        return image, "CMYK"
+    if image.bands in (1, 3):
+        return image, "L" if image.bands == 1 else "RGB"
+    raise ImageRejected(f"The image has {image.bands} colour channels, which we cannot convert; "
+                        "please export it as an RGB JPEG or PNG.")
 
 
 def _boxes(width: int, height: int, focal: tuple[float, float] | None, crops: dict[str, Box]) -> list[Box]:
@@ -261,6 +343,88 @@ def check_crop(ratio: str, box: Box, width: int, height: int) -> None:
     if abs(box.h - exact_h) > max(1.0, exact_h / 100):  # allow rounding, never visible stretching
         raise ImageRejected(f"The {ratio} crop is {box.w}x{box.h} pixels, which is not {ratio}.")
 
+
+# --- geometry: oriented boxes <-> the stored pixels libvips decoded ---------------------------
+
+def _stored_box(src: _Source, box: Box) -> Box:
+    """The box in stored (not yet oriented) source pixels."""
+    _, swap, flip_x, flip_y = _ORIENT[src.orientation]
+    x = src.width - box.x - box.w if flip_x else box.x
+    y = src.height - box.y - box.h if flip_y else box.y
+    return Box(y, x, box.h, box.w) if swap else Box(x, y, box.w, box.h)
+
+
+def _oriented_box(src: _Source, box: Box) -> Box:
+    """The inverse of _stored_box."""
+    _, swap, flip_x, flip_y = _ORIENT[src.orientation]
+    if swap:
+        box = Box(box.y, box.x, box.h, box.w)
+    x = src.width - box.x - box.w if flip_x else box.x
+    y = src.height - box.y - box.h if flip_y else box.y
+    return Box(x, y, box.w, box.h)
+
+
+def _on_grid(src: _Source, box: Box) -> Box:
+    """The box with its stored edges on the decoded grid: a DCT-scaled pixel is step x step source
+    pixels, and a box between them would be rendered up to half a decoded pixel off (~31 dB)."""
+    if src.step == 1:
+        return box
+    s = _stored_box(src, box)
+    stored_w, stored_h = (src.height, src.width) if _ORIENT[src.orientation][1] else (src.width, src.height)
+    x0, x1 = _snap(s.x, s.x + s.w, stored_w, src.step)
+    y0, y1 = _snap(s.y, s.y + s.h, stored_h, src.step)
+    return _oriented_box(src, Box(x0, y0, x1 - x0, y1 - y0))
+
+
+def _snap(start: int, end: int, size: int, step: int) -> tuple[int, int]:
+    # Inside the last whole decoded pixel: libjpeg pads a partial last block with repeats.
+    last = size // step * step
+    s = min(round(start / step) * step, last - step)
+    return s, max(min(round(end / step) * step, last), s + step)
+
+
+def _resize(src: _Source, box: Box, size: tuple[int, int]) -> Image.Image:
+    """One crop, resized from the decoded pixels in their stored orientation, then turned upright."""
+    method, swap = _ORIENT[src.orientation][:2]
+    s, step = _stored_box(src, box), src.step
+    w, h = (size[1], size[0]) if swap else size
+    region = src.pixels.crop(s.x // step, s.y // step, max(1, s.w // step), max(1, s.h // step))
+    out = region.resize(w / region.width, vscale=h / region.height, kernel=RESIZE_KERNEL, gap=RESIZE_GAP)
+    if (out.width, out.height) != (w, h):  # the product's rounding can land a pixel off
+        out = out.embed(0, 0, w, h, extend="copy")
+    im = _pillow(out, src.mode)
+    return im.transpose(method) if method is not None else im
+
+
+def _fit(src: _Source, limit: tuple[int, int]) -> Image.Image:
+    """The whole picture, upright, fitting limit (never enlarged): for drawing crop boxes on."""
+    f = min(1.0, limit[0] / src.width, limit[1] / src.height)
+    size = (max(1, round(src.width * f)), max(1, round(src.height * f)))
+    method, swap = _ORIENT[src.orientation][:2]
+    w, h = (size[1], size[0]) if swap else size
+    pixels = src.pixels
+    # Linear after whole-factor box shrinks: only a backdrop for crop boxes, 3x cheaper than lanczos3.
+    out = pixels.resize(w / pixels.width, vscale=h / pixels.height, kernel="linear", gap=RESIZE_GAP)
+    if (out.width, out.height) != (w, h):
+        out = out.embed(0, 0, w, h, extend="copy")
+    im = _pillow(out, src.mode)
+    return im.transpose(method) if method is not None else im
+
+
+def _analysis_copy(preview: Image.Image) -> Image.Image:
+    # The placer works at ~330x248 (faces) and 256 px (saliency): twice that leaves its own
+    # area-averaging something to average, and costs a millisecond to make from the preview.
+    f = min(1.0, 660 / max(preview.size))
+    size = (max(1, round(preview.width * f)), max(1, round(preview.height * f)))
+    return preview.resize(size, Image.Resampling.BOX) if f < 1 else preview
+
+
+def _pillow(image: pyvips.Image, mode: str) -> Image.Image:
+    # frombuffer wraps libvips' bytes as they are; frombytes would clear a new image, then copy.
+    return Image.frombuffer(mode, (image.width, image.height), image.write_to_memory(), "raw", mode, 0, 1)
+
+
+# --- colour and encoding (output-sized images) ------------------------------------------------
 
 def _normalise_mode(im: Image.Image) -> Image.Image:
     """Bring any decoded mode to L, LA, RGB, RGBA or CMYK, the modes LANCZOS handles correctly.
@@ -292,7 +456,9 @@ def _srgb_converter(mode: str, icc: bytes | None) -> Callable[[Image.Image], Ima
             base = Image.new(flat_mode, im.size, "white")
             base.paste(im, mask=im.getchannel("A"))
             im = base
-        return transform.apply(im) if transform else im.convert("RGB")
+        if transform:
+            return transform.apply(im)
+        return im if im.mode == "RGB" else im.convert("RGB")
 
     return convert
 
@@ -310,20 +476,6 @@ def _srgb() -> ImageCms.ImageCmsProfile:
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
-def _decoded_box(src: _Decoded, box: Box) -> tuple[float, float, float, float]:
-    ox, oy = src.offset
-    s = src.scale
-    return (box.x * s + ox, box.y * s + oy, (box.x + box.w) * s + ox, (box.y + box.h) * s + oy)
-
-
-def _fit(src: _Decoded, limit: tuple[int, int]) -> Image.Image:
-    f = min(1.0, limit[0] / src.width, limit[1] / src.height)
-    size = (max(1, round(src.width * f)), max(1, round(src.height * f)))
-    box = _decoded_box(src, Box(0, 0, src.width, src.height))
-    # Only for drawing crop boxes on: box-reduce almost all the way (5x faster than gap 2.0).
-    return src.image.resize(size, Image.Resampling.BICUBIC, box=box, reducing_gap=1.0)
-
-
 def _variant(ratio: str, box: Box, im: Image.Image) -> Variant:
     jpeg = _encode(im, JPEG_QUALITY)
     im.thumbnail(PREVIEW_SIZE, Image.Resampling.BILINEAR, reducing_gap=2.0)  # cheap: from 1080p, not the source
@@ -332,14 +484,26 @@ def _variant(ratio: str, box: Box, im: Image.Image) -> Variant:
 
 def _encode(im: Image.Image, quality: int) -> bytes:
     out = BytesIO()
-    # No exif/icc_profile/xmp arguments: Pillow writes only what it is given, so no metadata.
-    im.save(out, "JPEG", quality=quality, subsampling=JPEG_SUBSAMPLING, optimize=False, progressive=False)
+    # No exif/icc_profile/xmp arguments, so no metadata; but Pillow copies a source's JPEG comment
+    # (im.info["comment"], kept through transpose/resize) unless told otherwise: a COM payload.
+    im.save(out, "JPEG", quality=quality, subsampling=JPEG_SUBSAMPLING, optimize=False, progressive=False,
+            comment=b"")
     return out.getvalue()
+
+
+def _load(im: ImageFile.ImageFile) -> None:
+    try:
+        # Truncated files fail here (verify() passes them) as long as nobody sets Pillow's
+        # LOAD_TRUNCATED_IMAGES, which would ship a half-grey crop.
+        im.load()
+    except _DECODE_ERRORS as e:
+        raise ImageRejected(_DAMAGED) from e
 
 
 def thumbnail(data: bytes, size: tuple[int, int] = (320, 320), *, max_pixels: int = 64_000_000,
               max_side: int = 12_000) -> bytes:
-    """A small upright JPEG of an image (for pickers), with the same checks as render()."""
+    """A small upright JPEG of an image (for pickers), with the same checks as render().
+    Pillow alone: a DCT-scaled decode to about the size asked leaves libvips nothing to win."""
     fmt = sniff_format(data)
     if fmt is None:
         raise ImageRejected("The file is not a JPEG, PNG or WebP image.")
@@ -348,7 +512,7 @@ def thumbnail(data: bytes, size: tuple[int, int] = (320, 320), *, max_pixels: in
     if fmt == "JPEG":
         im.draft("RGB", (size[0] * 2, size[1] * 2))  # DCT-scale: a picker needs few pixels
     _load(im)
-    method = _ORIENT[_exif_orientation(im)][0]
+    method = _ORIENT[_exif_orientation(im, fmt, data)][0]
     upright = _normalise_mode(im.transpose(method) if method is not None else im)
     upright.thumbnail(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
     return _encode(_srgb_converter(upright.mode, im.info.get("icc_profile"))(upright), PREVIEW_QUALITY)
