@@ -14,4 +14,4 @@ RUN useradd --create-home portal && mkdir -p /data/storage /data/import /data/in
     && chown -R portal /data
 USER portal
 EXPOSE 8000
-CMD ["gunicorn", "wsgi:app", "--bind", "0.0.0.0:8000", "--workers", "4", "--threads", "4"]
+CMD ["gunicorn", "-c", "python:portal.gunicorn_conf", "wsgi:app", "--bind", "0.0.0.0:8000", "--workers", "4", "--threads", "4"]

@@ -10,14 +10,18 @@ from threading import Lock
 
 from flask import current_app, g, request
 from flask_httpauth import HTTPBasicAuth
+from werkzeug.exceptions import TooManyRequests
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from . import throttle
 from .models import User, db
 
 auth = HTTPBasicAuth(realm="Campaign portal")
 
 # Checked when the user does not exist, so both failures cost the same time.
 _DUMMY_HASH = generate_password_hash(secrets.token_hex(16))
+# The one answer to a throttled address or user name, whichever limit it hit.
+THROTTLED_MESSAGE = "Too many failed sign-in attempts; wait before trying again."
 
 
 class _VerifiedCache:
@@ -58,11 +62,24 @@ _verified = _VerifiedCache()
 
 @auth.verify_password
 def verify_password(username: str, password: str) -> User | None:
+    """The user, or None (401). Throttled first: a refused address or user name gets 429 before
+    the cache or the hash are consulted, whatever the password (see portal/throttle.py)."""
     if not username or not password:
-        return None
+        return None  # no credentials (a browser's first request): nothing to count
+    address = client_address()
+    wait = login_throttle().retry_after(address, username)
+    if wait is not None:
+        raise TooManyRequests(THROTTLED_MESSAGE, retry_after=wait)
+    user = _check_password(username, password)
+    if user is None:
+        login_throttle().failed(address, username)  # unknown user and wrong password alike
+    return user
+
+
+def _check_password(username: str, password: str) -> User | None:
     user = db.session.execute(db.select(User).filter_by(username=username)).scalar_one_or_none()
     if user is None:
-        check_password_hash(_DUMMY_HASH, password)
+        check_password_hash(_DUMMY_HASH, password)  # the same cost as a wrong password
         return None
     if _verified.hit(user.password_hash, password):
         return user
@@ -70,6 +87,20 @@ def verify_password(username: str, password: str) -> User | None:
         _verified.add(user.password_hash, password)
         return user
     return None
+
+
+def login_throttle() -> throttle.LoginThrottle:
+    """This app's throttle, made on first use (one per app and process)."""
+    found = current_app.extensions.get("login_throttle")
+    if found is None:
+        found = current_app.extensions.setdefault("login_throttle", throttle.from_config(current_app.config))
+    return found
+
+
+def client_address() -> str:
+    """request.remote_addr; X-Forwarded-For only behind PORTAL_TRUSTED_PROXIES configured proxies."""
+    return throttle.client_address(request.remote_addr, request.headers.getlist("X-Forwarded-For"),
+                                   current_app.config.get("TRUSTED_PROXIES", 0))
 
 
 def current_user() -> User:

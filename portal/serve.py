@@ -51,8 +51,8 @@ def main() -> int:
         "--concurrency", os.environ.get("PORTAL_WORKER_CONCURRENCY", "2"),
         "--schedule", str(instance / "celerybeat-schedule")], cwd=ROOT)
     web = subprocess.Popen([
-        python, "-m", "gunicorn", "wsgi:app", "--bind", f"{host}:{port}", "--workers", "2",
-        "--threads", "4", "--access-logfile", "-",
+        python, "-m", "gunicorn", "-c", "python:portal.gunicorn_conf", "wsgi:app",
+        "--bind", f"{host}:{port}", "--workers", "2", "--threads", "4", "--access-logfile", "-",
         # gunicorn 27's control socket defaults to one per user: two portals would share it.
         "--control-socket", str(instance / "gunicorn.ctl")], cwd=ROOT)
     print(f"\n  Campaign portal: http://{host}:{port}/", flush=True)

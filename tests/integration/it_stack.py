@@ -378,5 +378,5 @@ def flush_redis() -> None:
 def gunicorn_args(port: int, control_socket: Path, workers: int = 2) -> list[str]:
     # Each gunicorn gets its own control socket: the default (~/.gunicorn/gunicorn.ctl) is
     # shared by every gunicorn of the user on this machine.
-    return [PYTHON, "-m", "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{port}",
+    return [PYTHON, "-m", "gunicorn", "-c", "python:portal.gunicorn_conf", "wsgi:app", "--bind", f"127.0.0.1:{port}",
             "--workers", str(workers), "--threads", "4", "--control-socket", str(control_socket)]
