@@ -31,8 +31,9 @@ def celery_init_app(app: Flask) -> Celery:
         with app.app_context():
             from portal.models import db
             db.engine.dispose(close=False)
-        from . import cropping
+        from . import cropping, limits
         cropping.warm_up()  # load the face cascades now, not during the child's first render
+        limits.apply_memory_limit(app.config["WORKER_MEMORY_MB"])  # MemoryError, not an OOM kill
 
     return celery
 
@@ -75,6 +76,9 @@ def _settings(config) -> dict:
         "task_ignore_result": True,  # the campaign row is the result
         "task_acks_late": True,  # ack after the work is done, so a crash redelivers
         "task_reject_on_worker_lost": True,  # ...even when the pool child was killed
+        # Not task_retry_on_worker_lost: the rejected message already comes back with its task id,
+        # and claim()'s attempt counter (MAX_ATTEMPTS) ends the loop of a message that kills every
+        # child; a retry would also spend the database-outage retries (max_retries) of the task.
         "worker_lost_wait": 2.0,
         "task_time_limit": limit,
         "task_soft_time_limit": int(limit * 0.8),
@@ -84,7 +88,9 @@ def _settings(config) -> dict:
         "worker_max_memory_per_child": 1_000_000,  # KiB: recycle a child that grew past ~1 GB
         "worker_hijack_root_logger": False,
         "beat_schedule": {
-            "reconcile": {"task": "worker.tasks.reconcile", "schedule": float(config["RECONCILE_SECONDS"])},
+            # Expires: while every pool process is busy, rounds queue up; only the newest is worth running.
+            "reconcile": {"task": "worker.tasks.reconcile", "schedule": float(config["RECONCILE_SECONDS"]),
+                          "options": {"expires": float(config["RECONCILE_SECONDS"])}},
         },
     }
 

@@ -1,14 +1,13 @@
 """Thin Celery tasks: they take ids and hand over to the pipeline."""
 from __future__ import annotations
 
-import sqlalchemy as sa
 from celery import shared_task
 
 from . import pipeline
 
 
 @shared_task(bind=True, name="worker.tasks.process_campaign",
-             autoretry_for=(sa.exc.OperationalError,), retry_backoff=True,
+             autoretry_for=pipeline.DATABASE_AWAY, retry_backoff=True,
              retry_backoff_max=120, retry_jitter=True, max_retries=5)
 def process_campaign(self, campaign_id: str) -> None:
     try:

@@ -1,15 +1,17 @@
 """The worker's pipeline run in-process: claim, render, save, fencing, reconciler."""
 from __future__ import annotations
 
+import errno
 import io
+import time
 from datetime import timedelta
 
 import pytest
 from PIL import Image
 
-from portal.models import Campaign, User, Variant, db, utcnow
-from worker import pipeline
-from factories import jpeg_bytes
+from portal.models import RATIOS, Campaign, User, Variant, db, utcnow
+from worker import cropping, imaging, pipeline
+from factories import basic, brief, jpeg_bytes
 
 
 def campaign(app, source_type="upload", data: bytes | None = None, **fields) -> Campaign:
@@ -153,11 +155,11 @@ def test_a_campaign_deleted_while_saving_leaves_no_files(app, monkeypatch, caplo
     store = app.extensions["storage"]
     save = pipeline._save_files
 
-    def save_then_user_deletes(campaign_id, rendering):
+    def save_then_user_deletes(campaign_id, attempt, rendering):
         store.delete(campaign_id)  # the web request's delete: files first...
         db.session.execute(db.delete(Campaign).where(Campaign.id == campaign_id))
         db.session.commit()
-        save(campaign_id, rendering)  # ...then our writes recreate the folder
+        save(campaign_id, attempt, rendering)  # ...then our writes recreate the folder
 
     monkeypatch.setattr(pipeline, "_save_files", save_then_user_deletes)
     campaign_id = row.id
@@ -165,3 +167,103 @@ def test_a_campaign_deleted_while_saving_leaves_no_files(app, monkeypatch, caplo
     assert not store.campaign_dir(campaign_id).exists()
     assert db.session.query(Variant).count() == 0
     assert "crashed" not in caplog.text
+
+
+# --- fixes forced by the fault suite (tests/integration/test_faults_e2e.py) ---------------------
+
+def test_the_heartbeat_keeps_a_long_run_leased(app, monkeypatch):
+    app.config["LEASE_SECONDS"] = 2  # a beat every 0.5 s
+    row = campaign(app, data=jpeg_bytes())
+    fetch, beats = pipeline.sources.fetch, []
+
+    def slow_fetch(c):
+        for _ in range(3):  # 1.5 s without a single write of the run's own
+            time.sleep(0.5)
+            with db.engine.connect() as conn:
+                beats.append(conn.execute(db.select(Campaign.heartbeat_at).where(Campaign.id == row.id)).scalar())
+        return fetch(c)
+
+    monkeypatch.setattr(pipeline.sources, "fetch", slow_fetch)
+    pipeline.process(row.id, "task-1")
+    assert len(set(beats)) >= 2, f"the heartbeat did not move during the fetch: {beats}"
+    db.session.refresh(row)
+    assert (row.status, row.attempt) == ("completed", 1)
+
+
+def test_a_stale_runs_outputs_never_go_live(app):
+    row = campaign(app, data=jpeg_bytes((1600, 1200), color=(20, 200, 20)))
+    store = app.extensions["storage"]
+    stale = pipeline.claim(row.id, "task-1")
+    late = imaging.render(jpeg_bytes((1600, 1200), color=(200, 20, 200)), place=cropping.place,
+                          max_pixels=10**8, max_side=20_000)
+    row.heartbeat_at = utcnow() - timedelta(hours=1)  # the stale run froze; another takes over
+    db.session.commit()
+    pipeline.process(row.id, "task-2")
+    live = {p.name: p.read_bytes() for p in store.campaign_dir(row.id).iterdir()}
+
+    pipeline._save_files(row.id, stale, late)  # it wakes up mid-save...
+    with pytest.raises(pipeline.Fenced):
+        pipeline._finish(row.id, stale, dict.fromkeys(RATIOS, "auto"), late, {}, time.perf_counter())
+    pipeline._superseded(row.id, stale)
+    assert {p.name: p.read_bytes() for p in store.campaign_dir(row.id).iterdir()} == live
+    db.session.refresh(row)
+    assert (row.status, row.attempt) == ("completed", 2)
+
+
+def test_leftovers_of_a_killed_run_are_removed_by_the_next_claim(app):
+    row = campaign(app, data=jpeg_bytes())
+    folder = app.extensions["storage"].campaign_dir(row.id)
+    (folder / ".attempt-1").mkdir()
+    (folder / ".attempt-1" / "1x1.jpg").write_bytes(b"half")
+    (folder / ".tmp-abc").write_bytes(b"half")
+    pipeline.process(row.id, "task-1")
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_a_full_disk_retries_later_then_fails_in_words(app, monkeypatch):
+    row = campaign(app, data=jpeg_bytes())
+    store = app.extensions["storage"]
+    write = store.write
+
+    def full(path, data):
+        if ".attempt-" in str(path) and path.name != "source.preview.jpg":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(path, data)
+
+    monkeypatch.setattr(store, "write", full)
+    for attempt in range(1, app.config["MAX_ATTEMPTS"]):
+        with pytest.raises(pipeline.RetryLater):
+            pipeline.process(row.id, f"task-{attempt}")
+        db.session.refresh(row)
+        assert (row.status, row.stage, row.attempt) == ("pending", "waiting to retry", attempt)
+        assert "storage is full" in row.error_message and row.enqueued_at > utcnow()
+        assert {p.name for p in store.campaign_dir(row.id).iterdir()} == {"source"}
+    pipeline.process(row.id, "task-last")
+    db.session.refresh(row)
+    assert row.status == "failed" and "storage is full" in row.error_message
+    assert "Traceback" not in row.error_message and row.variants == []
+    assert {p.name for p in store.campaign_dir(row.id).iterdir()} == {"source"}
+
+
+def test_the_reconciler_resends_a_silent_run_whose_resend_was_lost_too(app):
+    old = utcnow() - timedelta(hours=1)
+    silent = campaign(app, data=jpeg_bytes(), status="processing", attempt=1, heartbeat_at=old,
+                      enqueued_at=old + timedelta(minutes=1))  # re-sent after the beat stopped; lost again
+    assert pipeline.reconcile() == {"enqueued": 1, "failed": 0}
+    db.session.refresh(silent)
+    assert silent.enqueued_at > old + timedelta(minutes=30)
+
+
+def test_a_full_disk_at_upload_is_503_with_retry_after(app, client, monkeypatch):
+    store = app.extensions["storage"]
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store, "write", full)
+    response = client.post("/api/campaigns", headers=basic("alice"), content_type="multipart/form-data", data={
+        **{k: v for k, v in brief().items() if k != "image_metadata"},
+        "image": (io.BytesIO(jpeg_bytes()), "beach.jpg", "image/jpeg")})
+    assert response.status_code == 503 and response.headers["Retry-After"], response.get_data(as_text=True)
+    assert "storage is full" in response.get_json()["message"]
+    assert db.session.query(Campaign).count() == 0
