@@ -5,16 +5,19 @@ the outbox, so a broker outage never loses a campaign (the reconciler sends it l
 """
 from __future__ import annotations
 
+import errno
 import logging
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.orm import contains_eager
+from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.datastructures import FileStorage
-from werkzeug.exceptions import Conflict, NotFound, UnsupportedMediaType
+from werkzeug.exceptions import Conflict, NotFound, ServiceUnavailable
 
 from worker.imaging import Box, ImageRejected, check_crop, sniff_format
-from worker.remote.dropbox_source import LINK_HOSTS, validate_link
+from worker.remote.dropbox_source import LINK_HOSTS, validate_account_path, validate_link
 
 from . import library
 from .logs import current_request_id
@@ -25,6 +28,7 @@ from .storage import storage
 log = logging.getLogger(__name__)
 
 TASK_NAME = "worker.tasks.process_campaign"
+STORAGE_FULL_RETRY_AFTER = 60  # seconds: someone has to free space first
 
 
 def submit(user: User, data: dict, upload: FileStorage | None = None) -> Campaign:
@@ -50,9 +54,13 @@ def submit(user: User, data: dict, upload: FileStorage | None = None) -> Campaig
         if meta.source_type == "upload":
             storage().save_upload(campaign.id, upload.stream, current_app.config["MAX_CONTENT_LENGTH"])
         db.session.commit()
-    except BaseException:
+    except BaseException as e:
         db.session.rollback()
         storage().delete(campaign.id)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            log.error("upload not stored: the storage folder is full")
+            raise ServiceUnavailable("The portal's storage is full; try again later.",
+                                     retry_after=STORAGE_FULL_RETRY_AFTER) from None
         raise
     enqueue(campaign)
     return campaign
@@ -72,7 +80,9 @@ def _check_source(meta, upload: FileStorage | None) -> None:
             _check_upload(upload)
         elif meta.source_type == "local":
             library.resolve(config["IMPORT_DIR"], meta.source_path)
-        elif meta.source_type == "dropbox" and not meta.source_path.startswith("/"):  # "/..." is an account path
+        elif meta.source_type == "dropbox" and meta.source_path.startswith("/"):  # an account path
+            validate_account_path(meta.source_path)
+        elif meta.source_type == "dropbox":
             validate_link(meta.source_path, config["DROPBOX_LINK_HOSTS"] or LINK_HOSTS)
     except ValueError as e:  # NotImportable is one too
         raise Invalid({"image_metadata.source_path": str(e)}) from None
@@ -85,7 +95,8 @@ def _check_upload(upload: FileStorage | None) -> None:
     head = upload.stream.read(16)
     upload.stream.seek(0)
     if sniff_format(head) is None:
-        raise UnsupportedMediaType("The file is not a JPEG, PNG or WebP image.")
+        message = "The file is not a JPEG, PNG or WebP image."
+        raise Invalid({"image": message}, status=415, message=message)
 
 
 def enqueue(campaign: Campaign) -> bool:
@@ -98,9 +109,23 @@ def enqueue(campaign: Campaign) -> bool:
     except Exception as e:  # any broker failure: the reconciler will send it later
         log.warning("campaign %s not enqueued, broker unavailable: %s", campaign.id, type(e).__name__)
         return False
-    campaign.enqueued_at = utcnow()
-    db.session.commit()
+    _mark_enqueued(campaign)
     return True
+
+
+def _mark_enqueued(campaign: Campaign) -> None:
+    """Record the send on its own connection: if the database went away since the campaign was
+    committed, the campaign is still created and sent (the worker claims it either way), so the
+    request must not fail, nor the session lose the loaded row."""
+    now = utcnow()
+    try:
+        with db.engine.begin() as conn:
+            conn.execute(sa.update(Campaign.__table__).where(Campaign.__table__.c.id == campaign.id)
+                         .values(enqueued_at=now))
+    except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError) as e:
+        log.warning("campaign %s sent, but its enqueued_at not recorded: %s", campaign.id, type(e).__name__)
+        return
+    set_committed_value(campaign, "enqueued_at", now)
 
 
 def get(user: User, campaign_id: str) -> Campaign:
@@ -139,10 +164,16 @@ def list_for(user: User, page: int = 1, per_page: int | None = None,
     if query:
         like = f"%{query.replace('%', '').replace('_', '')}%"
         select = select.where(Campaign.name.ilike(like) | Campaign.description.ilike(like))
-    total = db.session.execute(select.with_only_columns(db.func.count())).scalar_one()
+    total = _count(select)
     rows = db.session.execute(select.order_by(Campaign.created_at.desc(), Campaign.id.desc())
                               .limit(per_page).offset((page - 1) * per_page)).scalars().all()
     return Page(list(rows), page, per_page, total)
+
+
+def _count(select: sa.Select) -> int:
+    # maintain_column_froms: with no WHERE (an admin's unfiltered list) the FROM would otherwise
+    # go with the columns, and "SELECT count(*)" without a table is 1.
+    return db.session.execute(select.with_only_columns(db.func.count(), maintain_column_froms=True)).scalar_one()
 
 
 def variants_for(user: User, page: int = 1, per_page: int | None = None, ratio: str | None = None,
@@ -159,7 +190,7 @@ def variants_for(user: User, page: int = 1, per_page: int | None = None, ratio: 
         select = select.where(Variant.ratio == ratio)
     if campaign_id:
         select = select.where(Campaign.id == campaign_id)
-    total = db.session.execute(select.with_only_columns(db.func.count())).scalar_one()
+    total = _count(select)
     rows = db.session.execute(
         select.options(contains_eager(Variant.campaign))
         .order_by(Campaign.finished_at.desc(), Campaign.id, Variant.position)

@@ -60,9 +60,12 @@ def from_environment() -> dict:
         # Hard time limit of one render task, in seconds; the soft limit is 80% of it.
         "TASK_TIME_LIMIT": _env_int("PORTAL_TASK_TIME_LIMIT", 300),
         # A processing campaign whose heartbeat is older than this is taken over (seconds).
-        "LEASE_SECONDS": _env_int("PORTAL_LEASE_SECONDS", 360),
+        "LEASE_SECONDS": _env_int("PORTAL_LEASE_SECONDS", 60),
         # A pending campaign enqueued longer ago than this is enqueued again (seconds).
         "REENQUEUE_SECONDS": _env_int("PORTAL_REENQUEUE_SECONDS", 600),
+        # Memory ceiling of each worker pool child (RLIMIT_DATA, MiB): a render that needs more
+        # fails with MemoryError instead of being OOM-killed; 0 turns it off (worker/limits.py).
+        "WORKER_MEMORY_MB": _env_int("PORTAL_WORKER_MEMORY_MB", 3072),
         # How often the reconciler (celery beat) looks for lost campaigns (seconds).
         "RECONCILE_SECONDS": _env_int("PORTAL_RECONCILE_SECONDS", 30),
         # Redis visibility timeout; must exceed the task time limit (seconds).
@@ -100,6 +103,15 @@ def from_environment() -> dict:
         "REMOTE_TIMEOUT": _env_int("PORTAL_REMOTE_TIMEOUT", 30),
         # Tests only: let remote fetches reach loopback/private addresses (the local fakes).
         "FETCH_ALLOW_PRIVATE": _env("PORTAL_FETCH_ALLOW_PRIVATE", "") == "1",
+        # Failed sign-ins allowed per client address / per user name in one window, then 429 until
+        # the window (seconds, from the first failure) ends; 0 turns that check off.
+        "LOGIN_MAX_FAILURES_PER_IP": _env_int("PORTAL_LOGIN_MAX_FAILURES_PER_IP", 20),
+        "LOGIN_MAX_FAILURES_PER_USER": _env_int("PORTAL_LOGIN_MAX_FAILURES_PER_USER", 10),
+        "LOGIN_FAILURE_WINDOW": _env_int("PORTAL_LOGIN_FAILURE_WINDOW", 300),
+        # Where those counters live: redis://...; unset: the broker when it is Redis, else memory.
+        "RATELIMIT_STORAGE_URL": _env("PORTAL_RATELIMIT_STORAGE_URL", ""),
+        # Reverse proxies in front that append X-Forwarded-For; 0: the header is never trusted.
+        "TRUSTED_PROXIES": _env_int("PORTAL_TRUSTED_PROXIES", 0),
         # Logging level of web and worker.
         "LOG_LEVEL": _env("PORTAL_LOG_LEVEL", "INFO"),
     }

@@ -48,14 +48,17 @@ def _http_error(e: HTTPException) -> Response:
 
 
 def _invalid(e: Invalid) -> Response:
-    return error_response(422, "Some fields need attention.", fields=e.fields)
+    return error_response(e.status, e.message, fields=e.fields)
 
 
 def _database_down(e: Exception) -> Response:
-    db.session.rollback()
+    try:
+        db.session.rollback()
+    except sa.exc.SQLAlchemyError:  # the connection is already gone: drop it, nothing is left to undo
+        db.session.invalidate()
     log.warning("database unavailable: %s", type(e).__name__)
-    return error_response(503, "The database is not reachable right now; try again shortly.",
-                          headers={"Retry-After": "5"})
+    return error_response(503, "The portal's database is not reachable right now, so nothing can be "
+                          "shown or saved; try again in a few seconds.", headers={"Retry-After": "5"})
 
 
 def _crash(e: InternalServerError) -> Response:

@@ -17,6 +17,12 @@ def _error(description: str) -> dict:
     return {"description": description, "content": _json("Error")}
 
 
+_UNAVAILABLE = {"description": "The database is unreachable; try again after Retry-After seconds",
+                "headers": {"Retry-After": {"description": "Seconds to wait before retrying", "required": True,
+                                            "schema": {"type": "integer", "minimum": 1}}},
+                "content": _json("Error")}
+_METHODS = ("get", "put", "post", "patch", "delete")
+
 _ID = {"name": "campaign_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _SLUG = {"name": "slug", "in": "path", "required": True,
          "schema": {"type": "string", "enum": ["1x1", "9x16", "16x9"]}}
@@ -157,5 +163,14 @@ def document() -> dict:
         "components": {"schemas": schemas,
                        "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}}},
         "security": [{"basic": []}],
-        "paths": _paths(),
+        "paths": _with_unavailable(_paths()),
     }
+
+
+def _with_unavailable(paths: dict) -> dict:
+    """Every operation may answer 503 (with Retry-After) while the database is down."""
+    for item in paths.values():
+        for method in _METHODS:
+            if method in item:
+                item[method]["responses"].setdefault("503", _UNAVAILABLE)
+    return paths

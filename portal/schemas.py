@@ -8,11 +8,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 
 class Invalid(Exception):
-    """Offending fields, each with a message for a person: {"image_metadata.source_path": "..."}."""
+    """Offending fields, each with a message for a person: {"image_metadata.source_path": "..."}.
+    422 unless a more precise status fits (415 for an upload that is not an image)."""
 
-    def __init__(self, fields: dict[str, str]) -> None:
+    def __init__(self, fields: dict[str, str], status: int = 422, message: str | None = None) -> None:
         super().__init__("; ".join(f"{k}: {v}" for k, v in fields.items()))
-        self.fields = fields
+        self.fields, self.status = fields, status
+        self.message = message or "Some fields need attention."
 
 
 class FireflyOptions(BaseModel):

@@ -34,7 +34,7 @@ def new_campaign():
     try:
         campaign = campaigns.submit(current_user(), form_to_brief(request.form), request.files.get("image"))
     except Invalid as e:
-        return _form(request.form, e.fields, 422)
+        return _form(request.form, e.fields, e.status)
     return redirect_to(url_for("views.campaign_page", campaign_id=campaign.id))
 
 

@@ -93,7 +93,22 @@
     bar.value = Math.round(100 * event.detail.loaded / event.detail.total);
   });
 
-  // htmx does not swap error responses: say what happened instead of doing nothing.
+  // htmx does not swap error responses: say what happened instead of doing nothing. The
+  // server's own sentence (the error page's #error-message, or a JSON body's message) is shown;
+  // a polled panel keeps polling, and the notice goes once a request succeeds again.
+  function serverMessage(xhr) {
+    var type = xhr.getResponseHeader("Content-Type") || "";
+    try {
+      if (type.indexOf("text/html") === 0) {
+        var found = new DOMParser().parseFromString(xhr.responseText, "text/html")
+          .getElementById("error-message");
+        return found ? found.textContent.trim() : null;
+      }
+      if (type.indexOf("application/json") === 0) return JSON.parse(xhr.responseText).message || null;
+    } catch (ignored) { /* an unreadable body: fall back to the status */ }
+    return null;
+  }
+
   document.addEventListener("htmx:responseError", function (event) {
     var xhr = event.detail.xhr;
     var message = "The server answered " + xhr.status + ".";
@@ -101,8 +116,19 @@
     else if (xhr.status === 415) message = "That file is not a JPEG, PNG or WebP image.";
     else if (xhr.status === 400) message = "The page has expired; reload it and try again.";
     else if (xhr.status === 404) message = "This campaign no longer exists.";
-    else if (xhr.status === 503) message = "The service is busy or a dependency is down; it will retry.";
+    else if (xhr.status === 503) message = "The portal is temporarily unavailable; it will retry.";
+    // 400/413/415 keep the sentences above (Werkzeug's own descriptions are generic).
+    if ([400, 413, 415].indexOf(xhr.status) < 0) message = serverMessage(xhr) || message;
     flash(message);
+    flash.failing = true;
+    document.body.classList.add("degraded");
+  });
+  document.addEventListener("htmx:afterRequest", function (event) {
+    if (!event.detail.successful || !flash.failing) return;
+    flash.failing = false;
+    document.body.classList.remove("degraded");
+    var box = document.getElementById("flash");
+    if (box) box.hidden = true;
   });
   document.addEventListener("htmx:sendError", function () {
     flash("The portal cannot be reached; check your connection.");

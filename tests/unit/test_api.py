@@ -4,9 +4,11 @@ from __future__ import annotations
 import io
 
 import pytest
+import sqlalchemy as sa
 
+from portal import create_app
 from portal.models import Campaign, db
-from factories import basic, brief, jpeg_bytes
+from factories import app_settings, basic, brief, jpeg_bytes
 
 
 @pytest.fixture
@@ -63,6 +65,7 @@ def test_upload_that_is_not_an_image_gets_415(client, app, data):
     response = upload(client, data, filename="photo.jpg")
     assert response.status_code == 415
     assert response.get_json()["error"] == "unsupported_media_type"
+    assert response.get_json()["fields"] == {"image": "The file is not a JPEG, PNG or WebP image."}
     assert db.session.query(Campaign).count() == 0
 
 
@@ -153,8 +156,13 @@ def test_other_users_campaign_is_404_everywhere(client, beach):
 
 def test_admin_sees_everyones_campaigns(client, beach):
     campaign_id = create(client, user="alice").get_json()["id"]
+    others = [create(client, user=user).get_json()["id"] for user in ("alice", "bob")]
     assert client.get(f"/api/campaigns/{campaign_id}", headers=basic("root")).status_code == 200
-    assert client.get("/api/campaigns", headers=basic("root")).get_json()["total"] == 1
+    # Unfiltered, the count once lost its FROM clause and said 1 whatever the number of rows.
+    page = client.get("/api/campaigns?per_page=2", headers=basic("root")).get_json()
+    assert (page["total"], page["pages"]) == (3, 2)
+    rest = client.get("/api/campaigns?per_page=2&page=2", headers=basic("root")).get_json()
+    assert {c["id"] for c in page["items"] + rest["items"]} == {campaign_id, *others}
 
 
 def test_list_is_newest_first_paginated_and_filtered(client, beach):
@@ -268,3 +276,81 @@ def test_firefly_options_are_validated_and_stored(client):
     assert bad.status_code == 422
     assert {"image_metadata.ai_options.contentClass", "image_metadata.ai_options.size"} <= set(
         bad.get_json()["fields"])
+
+
+# --- The database unreachable: 503 + Retry-After everywhere, never a 500 (RELIABILITY.md §2) ----
+
+@pytest.fixture
+def db_down_app(tmp_path):
+    """An app whose MySQL server refuses connections (nothing listens on port 1)."""
+    (tmp_path / "import").mkdir()
+    settings = app_settings(tmp_path) | {"SQLALCHEMY_DATABASE_URI": "mysql+pymysql://u:p@127.0.0.1:1/portal"}
+    app = create_app(settings)
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_database_down_api_is_503_json_with_retry_after(db_down_app):
+    client = db_down_app.test_client()
+    for method, path in [("GET", "/api/me"), ("GET", "/api/campaigns"), ("POST", "/api/campaigns"),
+                         ("DELETE", "/api/campaigns/" + "a" * 32), ("GET", "/api/nowhere")]:
+        response = client.open(path, method=method, headers=basic("alice"), json=brief())
+        assert response.status_code == 503, (path, response.get_data(as_text=True))
+        assert int(response.headers["Retry-After"]) > 0
+        body = response.get_json()
+        assert body["error"] == "unavailable" and "database" in body["message"], body
+
+
+def test_database_down_pages_say_so_in_words_and_stay_styled(db_down_app):
+    client = db_down_app.test_client()
+    for path, headers in [("/", {}), ("/campaigns/new", {}), ("/gallery", {}),
+                          ("/campaigns/" + "a" * 32 + "/status", {"HX-Request": "true"})]:
+        response = client.get(path, headers=basic("alice") | headers)
+        html = response.get_data(as_text=True)
+        assert response.status_code == 503 and response.headers["Retry-After"], path
+        assert response.mimetype == "text/html" and "Temporarily unavailable" in html
+        assert 'id="error-message"' in html and "database is not reachable" in html
+        assert "Traceback" not in html
+    # The page's own CSS and script need no login, so they load while nobody can be checked.
+    for asset in ("portal.css", "portal.js"):
+        with client.get(f"/static/{asset}") as response:
+            assert response.status_code == 200, asset
+    assert client.get("/static/../portal/__init__.py").status_code == 404
+
+
+def test_database_down_fails_fast_after_the_first_failure(db_down_app):
+    """After one failed connection, requests are answered at once without connecting again."""
+    attempts = []
+    with db_down_app.app_context():
+        sa.event.listen(db.engine, "do_connect", lambda *a: attempts.append(1))
+    client = db_down_app.test_client()
+    for _ in range(5):
+        assert client.get("/api/me", headers=basic("alice")).status_code == 503
+    assert len(attempts) == 1, attempts  # the breaker refused the other four without a connection
+
+
+def test_database_down_readyz_names_it_and_healthz_stays_up(db_down_app):
+    client = db_down_app.test_client()
+    assert client.get("/healthz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.headers["Retry-After"]
+    body = ready.get_json()
+    assert body["down"] == ["database"] and "database" in body["message"], body
+    assert body["checks"]["database"].startswith("unavailable") and body["checks"]["broker"] == "ok"
+
+
+def test_every_api_operation_documents_503_with_retry_after(client):
+    spec = client.get("/api/openapi.json", headers=basic("alice")).get_json()
+    operations = [op for item in spec["paths"].values() for m, op in item.items() if m != "parameters"]
+    assert operations
+    for operation in operations:
+        unavailable = operation["responses"]["503"]
+        assert "Retry-After" in unavailable["headers"]
+        assert unavailable["content"]["application/json"]["schema"]["$ref"].endswith("/Error")
+
+
+def test_static_files_are_public_but_pages_are_not(client):
+    with client.get("/static/portal.css") as response:
+        assert response.status_code == 200
+    assert client.get("/").status_code == 401

@@ -17,7 +17,7 @@ from tests.fakes.tls import make_tls
 from worker.remote import SourceError, TransientSourceError
 from worker.remote.dropbox_source import (
     FOLDER, NOT_AN_IMAGE, NOT_DOWNLOADABLE, NOT_FOUND, ONLY_DROPBOX, PATH_NEEDS_TOKEN, PRIVATE, DropboxSettings,
-    direct_link, fetch_dropbox, validate_link,
+    direct_link, fetch_dropbox, validate_account_path, validate_link,
 )
 
 SDK_PORT = sdk_port()
@@ -151,6 +151,18 @@ def test_direct_link_keeps_every_parameter_and_forces_download():
 
 
 # -- link validation ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/photo.jpg", "/Campaigns/Summer 2025/beach shot.jpg", "/a/b/c.png"])
+def test_account_paths_that_are_plain_paths_are_accepted(path):
+    validate_account_path(path)
+
+
+@pytest.mark.parametrize("path", ["/", "//127.0.0.1:8080/x.jpg", "/../etc/passwd", "/a/../b.jpg", "/a/./b.jpg",
+                                  "/a//b.jpg", "/a\\b.jpg", "/a\0.jpg", "/a\n.jpg", "/" + "x" * 1100])
+def test_account_paths_with_empty_dot_or_odd_parts_are_refused(path):
+    with pytest.raises(ValueError, match="looks like /Folder/photo.jpg"):
+        validate_account_path(path)
+
 
 @pytest.mark.parametrize("link", [
     "https://www.dropbox.com/s/abc123/photo.jpg?dl=0",

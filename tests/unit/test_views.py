@@ -132,6 +132,16 @@ def test_htmx_invalid_form_is_a_422_fragment(client):
     assert "Contains the prohibited word &#39;violence&#39;." in html
 
 
+def test_a_file_that_is_not_an_image_is_refused_next_to_the_file_field(client):
+    response = client.post("/campaigns/new", headers={**basic("alice"), **HTMX}, content_type="multipart/form-data",
+                           data={**FORM, "image": (io.BytesIO(b"%PDF-1.7 not an image"), "a.jpg")})
+    assert response.status_code == 415
+    html = response.get_data(as_text=True)
+    assert html.lstrip().startswith('<form id="campaign-form"')
+    assert "The file is not a JPEG, PNG or WebP image." in html
+    assert db.session.query(Campaign).count() == 0
+
+
 def test_library_source_from_the_form(client, app):
     import os
 

@@ -91,6 +91,15 @@ def validate_link(value: str, link_hosts=LINK_HOSTS) -> None:
         raise ValueError("This Dropbox link is missing its rlkey part; copy the whole link from Dropbox.")
 
 
+def validate_account_path(value: str) -> None:
+    """ValueError unless value is a plain path in a Dropbox account (/Folder/photo.jpg): no empty,
+    '.' or '..' parts, so '//host/x' or '/../x' can never read as anything else."""
+    parts = value.split("/")[1:]
+    if len(value) > 1024 or not parts or any(p in ("", ".", "..") for p in parts) \
+            or any(ch in value for ch in "\\\0\r\n"):
+        raise ValueError("A Dropbox path looks like /Folder/photo.jpg.")
+
+
 def fetch_dropbox(link_or_path: str, settings: DropboxSettings) -> bytes:
     """The bytes of the image at a shared link or (with a user token) an account path."""
     value = link_or_path.strip()
