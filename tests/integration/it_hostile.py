@@ -23,10 +23,11 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import it_images
+from it_images import BLUE, GREEN, RED, YELLOW
 from it_stack import MAX_UPLOAD_MB, PYTHON, SIGN_IN, Proc, clean_env, free_port, wait_http
 from PIL import Image, ImageCms, ImageDraw, ImageOps
 
-RED, GREEN, BLUE, YELLOW = (220, 30, 30), (30, 200, 30), (30, 30, 220), (230, 220, 30)
 WHITE, BLACK = (255, 255, 255), (0, 0, 0)
 W, H = 320, 180  # 16:9, so the 16:9 variant (1920x1080) shows the whole picture
 LEFT, RIGHT = (480, 540), (1440, 540)  # centres of the two halves in the 16:9 variant
@@ -67,13 +68,7 @@ def halves(left, right, mode: str = "RGB", size: tuple[int, int] = (W, H)) -> Im
 
 
 def quadrants(size: tuple[int, int] = (W, H)) -> Image.Image:
-    w, h = size
-    im = Image.new("RGB", size, RED)
-    draw = ImageDraw.Draw(im)
-    draw.rectangle((w // 2, 0, w - 1, h // 2 - 1), fill=GREEN)
-    draw.rectangle((0, h // 2, w // 2 - 1, h - 1), fill=BLUE)
-    draw.rectangle((w // 2, h // 2, w - 1, h - 1), fill=YELLOW)
-    return im
+    return it_images.quadrants(size)
 
 
 def small_jpeg(seed: int = 0) -> bytes:

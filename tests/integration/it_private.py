@@ -21,7 +21,20 @@ import subprocess
 import time
 from pathlib import Path
 
-from it_stack import free_port
+import pytest
+
+from it_stack import free_port, mysql_execute
+
+
+def require_binaries(*names: str) -> None:
+    """Skip (or fail, under PORTAL_REQUIRE_SERVICES=1) when a server binary is not installed."""
+    missing = [name for name in names if not shutil.which(name)]
+    if not missing:
+        return
+    problem = f"{', '.join(missing)} not installed (apt-get install mariadb-server redis-server)"
+    if os.environ.get("PORTAL_REQUIRE_SERVICES") == "1":
+        pytest.fail(problem, pytrace=False)
+    pytest.skip(problem)
 
 
 def _wait_port(port: int, up: bool, timeout: float, what: str) -> None:
@@ -158,16 +171,7 @@ class PrivateMariaDB(_Server):
                 time.sleep(0.2)
 
     def execute(self, sql: str, database: str | None = None, args: tuple = ()) -> list[tuple]:
-        import pymysql
-
-        conn = pymysql.connect(host="127.0.0.1", port=self.port, user="root", database=database,
-                               connect_timeout=3, read_timeout=10, autocommit=True)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql, args)
-                return list(cur.fetchall())
-        finally:
-            conn.close()
+        return mysql_execute(sql, database, args, port=self.port)
 
     def create_database(self, name: str) -> str:
         self.execute(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 "

@@ -337,10 +337,12 @@ def require_services(need_redis: bool = True) -> None:
     pytest.skip(f"{problem} (set PORTAL_REQUIRE_SERVICES=1 to make this a failure)")
 
 
-def mysql_execute(sql: str, database: str | None = None, args: tuple = ()) -> list[tuple]:
+def mysql_execute(sql: str, database: str | None = None, args: tuple = (), port: int = MYSQL["port"]
+                  ) -> list[tuple]:
     import pymysql
 
-    conn = pymysql.connect(**MYSQL, database=database, connect_timeout=3, autocommit=True)
+    conn = pymysql.connect(**{**MYSQL, "port": port}, database=database, connect_timeout=3, read_timeout=10,
+                           autocommit=True)
     try:
         with conn.cursor() as cur:
             cur.execute(sql, args)

@@ -14,7 +14,6 @@ import contextlib
 import os
 import re
 import secrets
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import it_images
 import pytest
 import requests
-from it_private import PrivateMariaDB, PrivateRedis
+from it_private import PrivateMariaDB, PrivateRedis, require_binaries
 from it_stack import (
     BRIEF, PASSWORDS, PYTHON, Api, Proc, clean_env, create_users_commands, flask_cli, free_port,
     gunicorn_args, run_cli, run_clis, stop_all, wait_http,
@@ -54,19 +53,9 @@ class DownStack:
         return "".join(p.read_text(errors="replace") for p in self.logs.glob("*.log"))
 
 
-def _need_servers() -> None:
-    missing = [b for b in ("mariadbd", "mariadb-install-db", "redis-server") if not shutil.which(b)]
-    if not missing:
-        return
-    problem = f"{', '.join(missing)} not installed (apt-get install mariadb-server redis-server)"
-    if os.environ.get("PORTAL_REQUIRE_SERVICES") == "1":
-        pytest.fail(problem, pytrace=False)
-    pytest.skip(problem)
-
-
 @pytest.fixture(scope="module")
 def down(tmp_path_factory):
-    _need_servers()
+    require_binaries("mariadbd", "mariadb-install-db", "redis-server")
     tmp = tmp_path_factory.mktemp("deps_down")
     for folder in ("storage", "import", "instance", "logs"):
         (tmp / folder).mkdir()

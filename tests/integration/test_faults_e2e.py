@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-import shutil
 import signal
 import time
 from datetime import datetime, timedelta, timezone
@@ -25,24 +24,14 @@ from it_faults import (
     MAX_ATTEMPTS, Checker, FaultStack, Traffic, fault_stack, firefly_campaign, hold, release, send_duplicate,
     upload_campaign, wait_until,
 )
+from it_private import require_binaries
 from it_stack import Stack
 from test_failures_e2e import assert_readable
 
 
-def _missing_servers() -> str | None:
-    for binary in ("mariadbd", "mariadb-install-db", "redis-server"):
-        if shutil.which(binary) is None:
-            return f"{binary} is not installed"
-    return None
-
-
 @pytest.fixture(scope="module")
 def faults(tmp_path_factory):
-    problem = _missing_servers()
-    if problem:
-        if os.environ.get("PORTAL_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"PORTAL_REQUIRE_SERVICES=1 but {problem}", pytrace=False)
-        pytest.skip(problem)
+    require_binaries("mariadbd", "mariadb-install-db", "redis-server")
     with fault_stack(tmp_path_factory.mktemp("faults")) as stack:
         yield stack
 
@@ -159,10 +148,12 @@ def test_redis_restarted_empty_with_queued_campaigns_loses_none(fs: FaultStack):
     broker = fs.redis.client()
     try:
         assert broker.llen("celery") >= len(queued), "the campaigns should be queued in Redis"
+        broker.set("fault-sentinel", 1)
         broker.close()
         fs.redis.restart_empty()
         broker = fs.redis.client()
-        assert broker.llen("celery") == 0 and not broker.keys("unacked*"), "Redis should have come back empty"
+        # Not llen() == 0: beat's reconciler or a reconnecting worker may publish within milliseconds.
+        assert broker.get("fault-sentinel") is None, "Redis should have come back empty"
     finally:
         broker.close()
     release(fs.fakes)

@@ -13,8 +13,6 @@ document for every operation).
 """
 from __future__ import annotations
 
-import os
-import shutil
 import time
 
 import pytest
@@ -28,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from factories import add_users, app_settings, basic
-from it_private import PrivateMariaDB
+from it_private import PrivateMariaDB, require_binaries
 from portal import create_app
 from portal.models import User, db
 from test_fuzz_api import _closing, schema
@@ -57,18 +55,9 @@ CHECKS = [only_503_with_retry_after, status_code_conformance, content_type_confo
           response_headers_conformance, response_schema_conformance]
 
 
-def _need_mariadb() -> None:
-    if shutil.which("mariadbd") and shutil.which("mariadb-install-db"):
-        return
-    problem = "mariadbd / mariadb-install-db are not installed (apt-get install mariadb-server)"
-    if os.environ.get("PORTAL_REQUIRE_SERVICES") == "1":
-        pytest.fail(problem, pytrace=False)
-    pytest.skip(problem)
-
-
 @pytest.fixture(scope="module")
 def mariadb(tmp_path_factory):
-    _need_mariadb()
+    require_binaries("mariadbd", "mariadb-install-db")
     server = PrivateMariaDB(tmp_path_factory.mktemp("fuzz_db_down") / "mariadb")
     server.start()
     try:
