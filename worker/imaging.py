@@ -478,7 +478,9 @@ def _srgb() -> ImageCms.ImageCmsProfile:
 
 def _variant(ratio: str, box: Box, im: Image.Image) -> Variant:
     jpeg = _encode(im, JPEG_QUALITY)
-    im.thumbnail(PREVIEW_SIZE, Image.Resampling.BILINEAR, reducing_gap=2.0)  # cheap: from 1080p, not the source
+    # From the 1080p output, not the source; reducing_gap 1: whole-factor box reduction (4x for
+    # 1920x1080) does nearly all of it, a third of the time of a 2x reduction plus bilinear.
+    im.thumbnail(PREVIEW_SIZE, Image.Resampling.BILINEAR, reducing_gap=1.0)
     return Variant(ratio, *RATIOS[ratio], box, jpeg, _encode(im, PREVIEW_QUALITY))
 
 
