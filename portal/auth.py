@@ -6,6 +6,7 @@ import hmac
 import secrets
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from threading import Lock
 
 from flask import current_app, g, request
@@ -60,9 +61,48 @@ class _VerifiedCache:
 _verified = _VerifiedCache()
 
 
+@dataclass(frozen=True)
+class Account:
+    """Who is signed in: what views and templates use of a user, safe to share between threads."""
+
+    id: int
+    username: str
+    is_admin: bool
+
+
+class _Accounts:
+    """username -> (Account, stored hash) for a few seconds, so a polling page does not read the
+    users table on every request. The price: a password change or a removed user takes effect
+    within `ttl` seconds in other processes (at once in the one that made the change)."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._items: OrderedDict[str, tuple[float, Account, str]] = OrderedDict()
+        self._size, self._lock = size, Lock()
+
+    def get(self, username: str) -> tuple[Account, str] | None:
+        with self._lock:
+            found = self._items.get(username)
+            if found is None or found[0] < time.monotonic():
+                return None
+            return found[1], found[2]
+
+    def put(self, account: Account, stored_hash: str, ttl: float) -> None:
+        if ttl <= 0:
+            return
+        with self._lock:
+            self._items[account.username] = (time.monotonic() + ttl, account, stored_hash)
+            self._items.move_to_end(account.username)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+    def forget(self, username: str) -> None:
+        with self._lock:
+            self._items.pop(username, None)
+
+
 @auth.verify_password
-def verify_password(username: str, password: str) -> User | None:
-    """The user, or None (401). Throttled first: a refused address or user name gets 429 before
+def verify_password(username: str, password: str) -> Account | None:
+    """The account, or None (401). Throttled first: a refused address or user name gets 429 before
     the cache or the hash are consulted, whatever the password (see portal/throttle.py)."""
     if not username or not password:
         return None  # no credentials (a browser's first request): nothing to count
@@ -70,23 +110,27 @@ def verify_password(username: str, password: str) -> User | None:
     wait = login_throttle().retry_after(address, username)
     if wait is not None:
         raise TooManyRequests(THROTTLED_MESSAGE, retry_after=wait)
-    user = _check_password(username, password)
-    if user is None:
+    account = _check_password(username, password)
+    if account is None:
         login_throttle().failed(address, username)  # unknown user and wrong password alike
-    return user
+    return account
 
 
-def _check_password(username: str, password: str) -> User | None:
+def _check_password(username: str, password: str) -> Account | None:
+    cached = _accounts().get(username)
+    if cached is not None and _verified.hit(cached[1], password):
+        return cached[0]  # no query: this password matched this stored hash moments ago
     user = db.session.execute(db.select(User).filter_by(username=username)).scalar_one_or_none()
     if user is None:
         check_password_hash(_DUMMY_HASH, password)  # the same cost as a wrong password
         return None
-    if _verified.hit(user.password_hash, password):
-        return user
-    if check_password_hash(user.password_hash, password):
+    if not _verified.hit(user.password_hash, password):
+        if not check_password_hash(user.password_hash, password):
+            return None
         _verified.add(user.password_hash, password)
-        return user
-    return None
+    account = Account(user.id, user.username, user.is_admin)
+    _accounts().put(account, user.password_hash, current_app.config["AUTH_CACHE_SECONDS"])
+    return account
 
 
 def login_throttle() -> throttle.LoginThrottle:
@@ -103,7 +147,7 @@ def client_address() -> str:
                                    current_app.config.get("TRUSTED_PROXIES", 0))
 
 
-def current_user() -> User:
+def current_user() -> Account:
     return auth.current_user()
 
 
@@ -133,7 +177,21 @@ def create_user(username: str, password: str, is_admin: bool = False) -> User:
     user = User(username=username, password_hash=hash_password(password), is_admin=is_admin)
     db.session.add(user)
     db.session.commit()
+    forget(username)
     return user
+
+
+def forget(username: str) -> None:
+    """Drop this process's cached sign-in of `username` (after changing or removing the user)."""
+    _accounts().forget(username)
+
+
+def _accounts() -> _Accounts:
+    """This app's cache of signed-in accounts (one per app and process, like the throttle)."""
+    found = current_app.extensions.get("signed_in_accounts")
+    if found is None:
+        found = current_app.extensions.setdefault("signed_in_accounts", _Accounts())
+    return found
 
 
 def ensure_admin() -> str | None:

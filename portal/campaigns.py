@@ -21,7 +21,8 @@ from worker.remote.dropbox_source import LINK_HOSTS, validate_account_path, vali
 
 from . import library
 from .logs import current_request_id
-from .models import RATIOS, STATUSES, Campaign, User, Variant, db, utcnow
+from .auth import Account
+from .models import RATIOS, STATUSES, Campaign, Variant, db, utcnow
 from .schemas import Invalid, parse_campaign, parse_patch
 from .storage import storage
 
@@ -31,7 +32,7 @@ TASK_NAME = "worker.tasks.process_campaign"
 STORAGE_FULL_RETRY_AFTER = 60  # seconds: someone has to free space first
 
 
-def submit(user: User, data: dict, upload: FileStorage | None = None) -> Campaign:
+def submit(user: Account, data: dict, upload: FileStorage | None = None) -> Campaign:
     """Validate a brief (and its upload), store it, commit, then enqueue."""
     if upload is not None and upload.filename is not None:
         data.setdefault("image_metadata", {}).setdefault("source_type", "upload")
@@ -128,7 +129,7 @@ def _mark_enqueued(campaign: Campaign) -> None:
     set_committed_value(campaign, "enqueued_at", now)
 
 
-def get(user: User, campaign_id: str) -> Campaign:
+def get(user: Account, campaign_id: str) -> Campaign:
     """The campaign if this user may see it; 404 otherwise (never 403: ids stay secret)."""
     campaign = db.session.get(Campaign, campaign_id)
     if campaign is None or not (user.is_admin or campaign.owner_id == user.id):
@@ -148,7 +149,7 @@ class Page:
         return max(1, -(-self.total // self.per_page))
 
 
-def list_for(user: User, page: int = 1, per_page: int | None = None,
+def list_for(user: Account, page: int = 1, per_page: int | None = None,
              status: str | None = None, query: str | None = None) -> Page:
     """Campaigns this user may see, newest first."""
     if status and status not in STATUSES:
@@ -176,7 +177,7 @@ def _count(select: sa.Select) -> int:
     return db.session.execute(select.with_only_columns(db.func.count(), maintain_column_froms=True)).scalar_one()
 
 
-def variants_for(user: User, page: int = 1, per_page: int | None = None, ratio: str | None = None,
+def variants_for(user: Account, page: int = 1, per_page: int | None = None, ratio: str | None = None,
                  campaign_id: str | None = None) -> Page:
     """Rendered variants of the completed campaigns this user may see, newest first (the gallery)."""
     if ratio and ratio not in RATIOS:
@@ -198,7 +199,7 @@ def variants_for(user: User, page: int = 1, per_page: int | None = None, ratio: 
     return Page(list(rows), max(1, page), per_page, total)
 
 
-def counts_for(user: User) -> dict[str, int]:
+def counts_for(user: Account) -> dict[str, int]:
     select = db.select(Campaign.status, db.func.count()).group_by(Campaign.status)
     if not user.is_admin:
         select = select.filter_by(owner_id=user.id)
@@ -206,7 +207,7 @@ def counts_for(user: User) -> dict[str, int]:
     return {status: found.get(status, 0) for status in STATUSES}
 
 
-def retry(user: User, campaign_id: str) -> Campaign:
+def retry(user: Account, campaign_id: str) -> Campaign:
     campaign = get(user, campaign_id)
     if campaign.status != "failed":
         raise Conflict(f"Only a failed campaign can be retried; this one is {campaign.status}.")
@@ -216,7 +217,7 @@ def retry(user: User, campaign_id: str) -> Campaign:
     return campaign
 
 
-def recrop(user: User, campaign_id: str, data: object) -> Campaign:
+def recrop(user: Account, campaign_id: str, data: object) -> Campaign:
     """Move the focal point and/or set crops by hand, then render again (a new run, same lifecycle).
 
     A new focal point re-renders every ratio without a manual crop; a changed crop re-renders
@@ -258,7 +259,7 @@ def _apply_crops(campaign: Campaign, crops: dict) -> set[str]:
     return set(crops)
 
 
-def delete(user: User, campaign_id: str) -> None:
+def delete(user: Account, campaign_id: str) -> None:
     campaign = get(user, campaign_id)
     db.session.delete(campaign)
     db.session.commit()

@@ -6,7 +6,7 @@ from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 from flask_migrate import upgrade
 
-from .auth import create_user, ensure_admin, hash_password
+from .auth import Account, create_user, ensure_admin, forget, hash_password
 from .models import Campaign, User, db
 
 users = AppGroup("users", help="Manage portal users.")
@@ -47,10 +47,12 @@ def delete(username: str) -> None:
     from . import campaigns
 
     user = _find(username)
+    account = Account(user.id, user.username, user.is_admin)
     for campaign_id in db.session.execute(db.select(Campaign.id).filter_by(owner_id=user.id)).scalars().all():
-        campaigns.delete(user, campaign_id)
+        campaigns.delete(account, campaign_id)
     db.session.delete(user)
     db.session.commit()
+    forget(username)
     click.echo(f"Deleted user {username}.")
 
 
@@ -61,6 +63,7 @@ def passwd(username: str, password: str) -> None:
     user = _find(username)
     user.password_hash = hash_password(password)
     db.session.commit()
+    forget(username)
     click.echo(f"Changed the password of {username}.")
 
 

@@ -108,6 +108,8 @@ def from_environment() -> dict:
         "LOGIN_MAX_FAILURES_PER_IP": _env_int("PORTAL_LOGIN_MAX_FAILURES_PER_IP", 20),
         "LOGIN_MAX_FAILURES_PER_USER": _env_int("PORTAL_LOGIN_MAX_FAILURES_PER_USER", 10),
         "LOGIN_FAILURE_WINDOW": _env_int("PORTAL_LOGIN_FAILURE_WINDOW", 300),
+        # Seconds a signed-in user's row is kept per process (0: read it on every request).
+        "AUTH_CACHE_SECONDS": _env_int("PORTAL_AUTH_CACHE_SECONDS", 5),
         # Where those counters live: redis://...; unset: the broker when it is Redis, else memory.
         "RATELIMIT_STORAGE_URL": _env("PORTAL_RATELIMIT_STORAGE_URL", ""),
         # Reverse proxies in front that append X-Forwarded-For; 0: the header is never trusted.

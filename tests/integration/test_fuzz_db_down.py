@@ -72,8 +72,11 @@ def down_app(mariadb, tmp_path_factory):
     by the tests below only after they stopped or stalled the server."""
     folder = tmp_path_factory.mktemp("fuzz_db_down_app")
     (folder / "import").mkdir()
+    # AUTH_CACHE_SECONDS=0: every request signs in against the database, as one arriving more
+    # than a few seconds into an outage does; a cached sign-in lets validation answer 422 first
+    # (test_deps_down_e2e covers what such requests get).
     app = create_app(app_settings(folder) | {"SQLALCHEMY_DATABASE_URI": mariadb.url(
-        mariadb.create_database("portal_fuzz"))})
+        mariadb.create_database("portal_fuzz")), "AUTH_CACHE_SECONDS": 0})
     with app.app_context():
         db.create_all()
         add_users(db, User)
