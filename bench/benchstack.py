@@ -174,6 +174,7 @@ class Stack:
         proc = Proc("worker", [PYTHON, "-m", "celery", "-A", "wsgi:celery_app", "worker", "--loglevel=INFO",
                                "--concurrency", str(concurrency)], self.env, self.tmp / "logs")
         self.procs.append(proc)
+        self.pids["worker"] = proc.popen.pid
         proc.wait_for(r"celery@\S+ ready\.", 90)
 
     def session(self) -> requests.Session:

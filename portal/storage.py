@@ -22,6 +22,7 @@ from flask import current_app
 
 SLUGS = {"1:1": "1x1", "9:16": "9x16", "16:9": "16x9"}
 _ID = re.compile(r"[0-9a-f]{32}")
+_CHUNK = 1 << 20  # an upload is copied a MiB at a time, never held whole in memory
 
 
 class Storage:
@@ -50,25 +51,36 @@ class Storage:
 
     def write(self, path: Path, data: bytes) -> None:
         """Write atomically: temp file in the same folder, fsync, rename."""
+        self._write_atomically(path, [data])
+
+    def save_upload(self, campaign_id: str, stream, limit: int) -> int:
+        """Copy an uploaded file stream into place, a chunk at a time; returns its size."""
+        size = 0
+
+        def chunks():
+            nonlocal size
+            while chunk := stream.read(_CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise ValueError("upload larger than the limit")
+                yield chunk
+
+        self._write_atomically(self.source_path(campaign_id), chunks())
+        return size
+
+    def _write_atomically(self, path: Path, chunks) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            with os.fdopen(fd, "wb") as f:  # buffered: its write() always writes the whole chunk
+                for chunk in chunks:
+                    f.write(chunk)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-
-    def save_upload(self, campaign_id: str, stream, limit: int) -> int:
-        """Copy an uploaded file stream into place; returns its size."""
-        data = stream.read(limit + 1)
-        if len(data) > limit:
-            raise ValueError("upload larger than the limit")
-        self.write(self.source_path(campaign_id), data)
-        return len(data)
 
     def delete(self, campaign_id: str) -> None:
         shutil.rmtree(self.campaign_dir(campaign_id), ignore_errors=True)

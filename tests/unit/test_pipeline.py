@@ -257,10 +257,10 @@ def test_the_reconciler_resends_a_silent_run_whose_resend_was_lost_too(app):
 def test_a_full_disk_at_upload_is_503_with_retry_after(app, client, monkeypatch):
     store = app.extensions["storage"]
 
-    def full(path, data):
+    def full(path, chunks):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(store, "write", full)
+    monkeypatch.setattr(store, "_write_atomically", full)  # every file write, the upload's included
     response = client.post("/api/campaigns", headers=basic("alice"), content_type="multipart/form-data", data={
         **{k: v for k, v in brief().items() if k != "image_metadata"},
         "image": (io.BytesIO(jpeg_bytes()), "beach.jpg", "image/jpeg")})
