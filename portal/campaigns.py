@@ -168,10 +168,16 @@ def list_for(user: Account, page: int = 1, per_page: int | None = None,
     if query:
         like = f"%{query.replace('%', '').replace('_', '')}%"
         select = select.where(Campaign.name.ilike(like) | Campaign.description.ilike(like))
-    total = _count(select)
-    rows = db.session.execute(select.order_by(Campaign.created_at.desc(), Campaign.id.desc())
-                              .limit(per_page).offset((page - 1) * per_page)).scalars().all()
-    return Page(list(rows), page, per_page, total)
+    return _page(select, select.order_by(Campaign.created_at.desc(), Campaign.id.desc()), page, per_page)
+
+
+def _page(select: sa.Select, ordered: sa.Select, page: int, per_page: int) -> Page:
+    """One page of `ordered` and the total of `select`: counted only when the page is full (or past
+    the end); a page with room left is the last one, so its rows give the total."""
+    offset = (page - 1) * per_page
+    rows = list(db.session.execute(ordered.limit(per_page).offset(offset)).scalars().all())
+    last = len(rows) < per_page and (rows or page == 1)
+    return Page(rows, page, per_page, offset + len(rows) if last else _count(select))
 
 
 def _count(select: sa.Select) -> int:
@@ -194,12 +200,9 @@ def variants_for(user: Account, page: int = 1, per_page: int | None = None, rati
         select = select.where(Variant.ratio == ratio)
     if campaign_id:
         select = select.where(Campaign.id == campaign_id)
-    total = _count(select)
-    rows = db.session.execute(
-        select.options(contains_eager(Variant.campaign))
-        .order_by(Campaign.finished_at.desc(), Campaign.id, Variant.position)
-        .limit(per_page).offset((max(1, page) - 1) * per_page)).scalars().all()
-    return Page(list(rows), max(1, page), per_page, total)
+    ordered = (select.options(contains_eager(Variant.campaign))
+               .order_by(Campaign.finished_at.desc(), Campaign.id, Variant.position))
+    return _page(select, ordered, max(1, page), per_page)
 
 
 def counts_for(user: Account) -> dict[str, int]:

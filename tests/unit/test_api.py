@@ -179,6 +179,34 @@ def test_list_is_newest_first_paginated_and_filtered(client, beach):
     assert [c["id"] for c in failed["items"]] == [ids[1]]
 
 
+def test_totals_are_exact_and_counted_only_for_full_pages(client, app, beach):
+    for _ in range(4):
+        create(client)
+    counts = []
+    with app.app_context():
+        engine = db.engine
+
+    def seen(_conn, _cursor, statement, *_args):
+        if "count(" in statement.lower():
+            counts.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", seen)
+    try:
+        def total(query: str) -> tuple[int, int, int]:
+            before = len(counts)
+            page = client.get(f"/api/campaigns?{query}", headers=basic("alice")).get_json()
+            return page["total"], len(page["items"]), len(counts) - before
+
+        assert total("per_page=10") == (4, 4, 0)  # room left on page 1: the rows are the total
+        assert total("per_page=3&page=2") == (4, 1, 0)  # the last page, partly filled
+        assert total("per_page=3") == (4, 3, 1)  # full: there may be more, so counted
+        assert total("per_page=2&page=2") == (4, 2, 1)  # full and exactly the last
+        assert total("per_page=2&page=5") == (4, 0, 1)  # past the end
+        assert client.get("/api/campaigns", headers=basic("bob")).get_json()["total"] == 0
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", seen)
+
+
 def test_page_size_is_capped(client, app, beach):
     create(client)
     page = client.get("/api/campaigns?per_page=100000", headers=basic("alice")).get_json()
