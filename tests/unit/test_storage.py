@@ -1,0 +1,46 @@
+"""portal.storage: atomic writes, uploads copied a chunk at a time under a size limit."""
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+
+from portal.storage import Storage
+
+CAMPAIGN = "0123456789abcdef0123456789abcdef"
+
+
+class CountingStream(io.BytesIO):
+    """An upload stream that remembers the largest read asked of it."""
+
+    largest = 0
+
+    def read(self, size=-1):
+        self.largest = max(self.largest, size if size is not None and size >= 0 else len(self.getvalue()))
+        return super().read(size)
+
+
+def test_an_upload_is_copied_whole_in_bounded_reads(tmp_path):
+    store, data = Storage(tmp_path), os.urandom(3 * 1024 * 1024 + 17)
+    stream = CountingStream(data)
+    assert store.save_upload(CAMPAIGN, stream, limit=len(data)) == len(data)
+    assert store.source_path(CAMPAIGN).read_bytes() == data
+    assert stream.largest <= 1 << 20  # never the whole upload in memory at once
+    assert [p.name for p in store.campaign_dir(CAMPAIGN).iterdir()] == ["source"]
+
+
+def test_an_upload_over_the_limit_leaves_nothing(tmp_path):
+    store = Storage(tmp_path)
+    with pytest.raises(ValueError, match="larger than the limit"):
+        store.save_upload(CAMPAIGN, io.BytesIO(b"x" * (2 * 1024 * 1024)), limit=1024 * 1024 + 1)
+    assert list(store.campaign_dir(CAMPAIGN).iterdir()) == []  # no source, no temp file
+
+
+def test_a_write_replaces_the_file_atomically(tmp_path):
+    store = Storage(tmp_path)
+    path = store.variant_path(CAMPAIGN, "1:1")
+    store.write(path, b"first")
+    store.write(path, b"second")
+    assert path.read_bytes() == b"second"
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
