@@ -1,7 +1,7 @@
 """Content-aware crops: where to put each ratio's window so the picture keeps its subject.
 
 Pure: a decoded image in, boxes out. `analyse()` looks once at a small copy (faces with
-OpenCV's bundled Haar cascade, a saliency map of our own); `choose_crop()` then places each
+OpenCV's LBP and Haar cascades, a saliency map of our own); `choose_crop()` then places each
 ratio's window — the same size `imaging.crop_box` gives, so outputs keep full resolution.
 
 The window is the largest of its aspect, so it always spans the whole width or the whole
@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -30,10 +31,9 @@ FACE_PIXELS = 330 * 248
 MAP_SIDE = 256  # the saliency map's longest side: a subject stays dozens of cells wide
 _SAMPLE_PIXELS = 16 * FACE_PIXELS  # larger inputs are point-sampled to this before area-averaging
 _MIN_FACE = 20  # detector pixels: the cascade's own window
-# 1.15 between detector scales: 1.1 costs 25% more time for a few more faces of 25-35 px;
-# 1.2 is 25% faster and kept as many heads on the bench, but lost faces of 40-50 px on the
-# unit tests' canvases (fewer neighbouring hits for minNeighbors at coarser scales).
-_FACE_SCALE_STEP = 1.15
+# 1.1 between detector scales: at 1.15 the LBP cascade kept as many heads on the bench but lost
+# faces of ~30 px on the unit tests' canvases (fewer neighbouring hits for minNeighbors).
+_FACE_SCALE_STEP = 1.1
 _CONFIRM_SIDE = 40  # a detected face is confirmed in a copy where it is this wide (pixels)
 # A head is the detected face box grown to hair and ears (fractions of the face size: each
 # side, above); the cascade's box already reaches the chin. Headroom is wished for above it.
@@ -157,29 +157,36 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         return im.getchannel(0).convert("RGB")
 
 
+# Finding faces: OpenCV's LBP cascade (worker/cascades/README.md), a quarter of Haar alt2's time
+# for the same heads on the crop bench; confirming them: the wheel's Haar `default` cascade.
+_CASCADES = {"lbp": str(Path(__file__).with_name("cascades") / "lbpcascade_frontalface.xml"),
+             "default": cv2.data.haarcascades + "haarcascade_frontalface_default.xml"}
+
+
 def _cascade(name: str) -> cv2.CascadeClassifier:
     # One per thread: a classifier keeps scratch buffers, so threads must not share one.
     per_thread = _loaded.__dict__
     if name not in per_thread:
-        c = cv2.CascadeClassifier(cv2.data.haarcascades + f"haarcascade_frontalface_{name}.xml")
+        c = cv2.CascadeClassifier(_CASCADES[name])
         if c.empty():
-            raise RuntimeError(f"OpenCV's bundled {name} face cascade is missing "
-                               "(opencv-python-headless 4.x ships it; 5.x does not)")
+            raise RuntimeError(f"The {name} face cascade is missing ({_CASCADES[name]}); "
+                               "opencv-python-headless 4.x ships the Haar ones, worker/cascades the LBP one")
         per_thread[name] = c
     return per_thread[name]
 
 
 def _faces(rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """Frontal faces, largest first. alt2 finds them; each is then confirmed by the `default`
-    cascade on its own neighbourhood and, in colour, by skin in its middle: together they drop
-    the fur, sand and wallpaper that alt2 alone takes for faces, at a cost of ~2 ms a face."""
+    """Frontal faces, largest first. The LBP cascade finds them; each is then confirmed by the
+    Haar `default` cascade on its own neighbourhood and, in colour, by skin in its middle:
+    together they drop the fur, sand and wallpaper a single cascade takes for faces, at a cost
+    of ~2 ms a face."""
     # No histogram equalisation (OpenCV's samples do it): where a large plain or blurred area
     # dominates the histogram it flattens small faces, and the bench found more faces without.
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     if min(grey.shape) < _MIN_FACE:
         return []
-    found = _cascade("alt2").detectMultiScale(grey, scaleFactor=_FACE_SCALE_STEP, minNeighbors=3,
-                                              minSize=(_MIN_FACE, _MIN_FACE))
+    found = _cascade("lbp").detectMultiScale(grey, scaleFactor=_FACE_SCALE_STEP, minNeighbors=3,
+                                             minSize=(_MIN_FACE, _MIN_FACE))
     faces = [f for f in (tuple(int(v) for v in f) for f in found) if _confirmed(grey, f)]
     if not _is_grey(rgb):
         faces = [f for f in faces if _skin_share(rgb, f) >= 0.15]
