@@ -88,7 +88,8 @@ def main() -> int:
     parser.add_argument("--wrk-threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=GUNICORN_WORKERS, help="gunicorn workers (both apps)")
     parser.add_argument("--threads", type=int, default=GUNICORN_THREADS, help="gunicorn threads (both apps)")
-    parser.add_argument("--campaigns", type=int, default=25, help="campaigns created before the runs (more than a page: the list is full and counted)")
+    parser.add_argument("--campaigns", type=int, default=25,
+                        help="campaigns created before the runs (more than a page: the list is full and counted)")
     opts = parser.parse_args()
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {uptime()}", flush=True)

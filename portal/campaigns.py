@@ -176,7 +176,7 @@ def _page(select: sa.Select, ordered: sa.Select, page: int, per_page: int) -> Pa
     the end); a page with room left is the last one, so its rows give the total."""
     offset = (page - 1) * per_page
     rows = list(db.session.execute(ordered.limit(per_page).offset(offset)).scalars().all())
-    last = len(rows) < per_page and (rows or page == 1)
+    last = len(rows) < per_page and (bool(rows) or page == 1)
     return Page(rows, page, per_page, offset + len(rows) if last else _count(select))
 
 

@@ -207,8 +207,8 @@ def test_every_route_answers_503_with_retry_after_while_the_database_is_down(dow
         assert "database" in ready.json()["message"]
         for asset in ("portal.css", "portal.js", "htmx-2.0.11.min.js"):
             assert requests.get(f"{down.base_url}/static/{asset}", timeout=HANG).status_code == 200, asset
-    print(f"\n[deps-down] database {how}: {answered + 1} routes answered 503 with Retry-After or, needing no database, as usual "
-          f"(slowest {slowest:.1f} s)")
+    print(f"\n[deps-down] database {how}: {answered + 1} routes answered 503 with Retry-After "
+          f"(or, needing no database, as usual; slowest {slowest:.1f} s)")
     # Back: the same requests work again and nothing was lost.
     campaign = down.alice.campaign(down.campaign_id)
     assert campaign["name"] == "Outage <b>test</b>"

@@ -25,6 +25,19 @@ def app_settings(folder: Path) -> dict:
     }
 
 
+def build_app(folder: Path, **settings):
+    """A test app kept in `folder` (settings over app_settings), its tables and the three users."""
+    from portal import create_app
+    from portal.models import User, db
+
+    (folder / "import").mkdir(parents=True, exist_ok=True)
+    app = create_app({**app_settings(folder), **settings})
+    with app.app_context():
+        db.create_all()
+        add_users(db, User)
+    return app
+
+
 def add_users(db, user_model) -> None:
     """alice and bob, and root the admin, with the passwords in PASSWORDS."""
     for name, password_hash in HASHES.items():

@@ -12,21 +12,12 @@ import portal.auth
 from portal import create_app
 from portal.models import User, db
 
-from factories import PASSWORDS, add_users, app_settings, basic
-
-
-def make_app(tmp_path, **settings):
-    (tmp_path / "import").mkdir(parents=True, exist_ok=True)
-    app = create_app({**app_settings(tmp_path), **settings})
-    with app.app_context():
-        db.create_all()
-        add_users(db, User)
-    return app
+from factories import PASSWORDS, app_settings, basic, build_app
 
 
 @pytest.fixture
 def app(tmp_path):
-    app = make_app(tmp_path, AUTH_CACHE_SECONDS=5)
+    app = build_app(tmp_path, AUTH_CACHE_SECONDS=5)
     yield app
     with app.app_context():
         db.engine.dispose()
@@ -122,7 +113,7 @@ def test_cli_changes_in_this_process_take_effect_at_once(app):
 
 
 def test_zero_seconds_reads_the_user_every_time(tmp_path):
-    app = make_app(tmp_path, AUTH_CACHE_SECONDS=0)
+    app = build_app(tmp_path, AUTH_CACHE_SECONDS=0)
     seen = []
     with app.app_context():
         sa.event.listen(db.engine, "before_cursor_execute",
@@ -137,7 +128,7 @@ def test_zero_seconds_reads_the_user_every_time(tmp_path):
 
 def test_apps_do_not_share_accounts(tmp_path):
     """Two apps in one process (tests, or two portals) with a same-named user of another id."""
-    first = make_app(tmp_path / "a", AUTH_CACHE_SECONDS=5)
+    first = build_app(tmp_path / "a", AUTH_CACHE_SECONDS=5)
     (tmp_path / "b" / "import").mkdir(parents=True)
     second = create_app({**app_settings(tmp_path / "b"), "AUTH_CACHE_SECONDS": 5})
     with second.app_context():

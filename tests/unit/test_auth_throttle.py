@@ -7,22 +7,16 @@ import logging
 import pytest
 
 import portal.auth
-from portal import create_app
 from portal import throttle as throttle_module
-from portal.models import User, db
+from portal.models import db
 
-from factories import PASSWORDS, add_users, app_settings
+from factories import PASSWORDS, build_app
 
 LIMITS = {"LOGIN_MAX_FAILURES_PER_IP": 4, "LOGIN_MAX_FAILURES_PER_USER": 3, "LOGIN_FAILURE_WINDOW": 60}
 
 
 def make_app(tmp_path, **settings):
-    (tmp_path / "import").mkdir(parents=True, exist_ok=True)
-    app = create_app({**app_settings(tmp_path), **LIMITS, **settings})
-    with app.app_context():
-        db.create_all()
-        add_users(db, User)
-    return app
+    return build_app(tmp_path, **{**LIMITS, **settings})
 
 
 @pytest.fixture
