@@ -12,6 +12,10 @@ from pathlib import Path
 from celery import Celery, Task
 from celery.signals import task_failure, task_postrun, task_prerun, worker_process_init
 from flask import Flask
+from kombu.transport import TRANSPORT_ALIASES
+
+# filesystem:// (the embedded runner) with whole-file messages; see worker/fs_broker.py.
+TRANSPORT_ALIASES["filesystem"] = "worker.fs_broker:Transport"
 
 
 def celery_init_app(app: Flask) -> Celery:
