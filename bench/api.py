@@ -90,11 +90,15 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=GUNICORN_THREADS, help="gunicorn threads (both apps)")
     parser.add_argument("--campaigns", type=int, default=25,
                         help="campaigns created before the runs (more than a page: the list is full and counted)")
+    parser.add_argument("--auth-cache-seconds", type=int, default=None,
+                        help="PORTAL_AUTH_CACHE_SECONDS for the portal (0: a users query on every request)")
     opts = parser.parse_args()
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {uptime()}", flush=True)
     with Stack(REDIS_DB, "apibench") as stack:
         gunicorn = {"workers": opts.workers, "threads": opts.threads}
+        if opts.auth_cache_seconds is not None:
+            stack.env["PORTAL_AUTH_CACHE_SECONDS"] = str(opts.auth_cache_seconds)
         base = stack.gunicorn("portal", "wsgi:app", **gunicorn)
         floor_base = stack.gunicorn("floor", "bench.floor_app:app", **gunicorn)
         ids = setup_campaigns(stack, base, opts.campaigns)
