@@ -109,8 +109,8 @@ def render_only(inputs: list[bytes], processes: int, total: int) -> float:
 class Submitter:
     def __init__(self, stack: Stack, base: str, inputs: list[bytes]) -> None:
         self.stack, self.base, self.inputs = stack, base, inputs
-        # Multipart bodies built once: building 5 MB bodies per upload cost this client ~40 ms of
-        # CPU each, taken from the same two cores as the stack it measures.
+        # Multipart bodies built once per input: the client shares the two cores with the stack it
+        # measures, so it does as little as it can per upload (sending 5 MB still costs ~40 ms).
         self.bodies = [encode_multipart_formdata({**BRIEF, "name": f"Queue bench {i}",
                                                   "image": ("photo.jpg", data, "image/jpeg")})
                        for i, data in enumerate(inputs)]

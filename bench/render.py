@@ -257,7 +257,8 @@ def floor_cv2(data: bytes):
 
 
 def floor_vips(data: bytes, kernel: str = "linear", gap: float = 2.0):
-    """Floor: libvips decode at our scale (shrink-on-load) + linear resize of the centre boxes + Q95 4:2:0."""
+    """Floor: libvips decode at our scale (shrink-on-load) + resize of the centre boxes (linear unless
+    told otherwise) + Q95 4:2:0."""
     is_jpeg = data.startswith(b"\xff\xd8\xff")
     head = pyvips.Image.new_from_buffer(data, "")
     W, H = head.width, head.height
