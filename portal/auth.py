@@ -25,6 +25,36 @@ _DUMMY_HASH = generate_password_hash(secrets.token_hex(16))
 THROTTLED_MESSAGE = "Too many failed sign-in attempts; wait before trying again."
 
 
+class _Expiring:
+    """A bounded map whose entries expire: the least recently stored go first when it is full.
+    Thread-safe; one per app and process (gunicorn threads share it)."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._items: OrderedDict = OrderedDict()  # key -> (expires at, value)
+        self._size, self._lock = size, Lock()
+
+    def get(self, key):
+        with self._lock:
+            found = self._items.get(key)
+            if found is None or found[0] < time.monotonic():
+                self._items.pop(key, None)
+                return None
+            return found[1]
+
+    def put(self, key, value, ttl: float) -> None:
+        if ttl <= 0:
+            return
+        with self._lock:
+            self._items[key] = (time.monotonic() + ttl, value)
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+    def pop(self, key) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
+
 class _VerifiedCache:
     """Remembers recent successful checks, so polling does not pay a scrypt hash per request.
 
@@ -32,30 +62,18 @@ class _VerifiedCache:
     changes the stored hash, so old entries can never match again.
     """
 
-    def __init__(self, size: int = 1024, ttl: float = 300.0) -> None:
-        self._items: OrderedDict[bytes, float] = OrderedDict()
-        self._size, self._ttl, self._lock = size, ttl, Lock()
+    def __init__(self, ttl: float = 300.0) -> None:
+        self._items, self._ttl = _Expiring(), ttl
 
     def _key(self, stored_hash: str, password: str) -> bytes:
         secret = current_app.config["SECRET_KEY"].encode()
         return hmac.new(secret, f"{stored_hash}\0{password}".encode(), hashlib.sha256).digest()
 
     def hit(self, stored_hash: str, password: str) -> bool:
-        key = self._key(stored_hash, password)
-        with self._lock:
-            expires = self._items.get(key)
-            if expires is None or expires < time.monotonic():
-                self._items.pop(key, None)
-                return False
-            return True
+        return self._items.get(self._key(stored_hash, password)) is not None
 
     def add(self, stored_hash: str, password: str) -> None:
-        key = self._key(stored_hash, password)
-        with self._lock:
-            self._items[key] = time.monotonic() + self._ttl
-            self._items.move_to_end(key)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
+        self._items.put(self._key(stored_hash, password), True, self._ttl)
 
 
 _verified = _VerifiedCache()
@@ -68,36 +86,6 @@ class Account:
     id: int
     username: str
     is_admin: bool
-
-
-class _Accounts:
-    """username -> (Account, stored hash) for a few seconds, so a polling page does not read the
-    users table on every request. The price: a password change or a removed user takes effect
-    within `ttl` seconds in other processes (at once in the one that made the change)."""
-
-    def __init__(self, size: int = 1024) -> None:
-        self._items: OrderedDict[str, tuple[float, Account, str]] = OrderedDict()
-        self._size, self._lock = size, Lock()
-
-    def get(self, username: str) -> tuple[Account, str] | None:
-        with self._lock:
-            found = self._items.get(username)
-            if found is None or found[0] < time.monotonic():
-                return None
-            return found[1], found[2]
-
-    def put(self, account: Account, stored_hash: str, ttl: float) -> None:
-        if ttl <= 0:
-            return
-        with self._lock:
-            self._items[account.username] = (time.monotonic() + ttl, account, stored_hash)
-            self._items.move_to_end(account.username)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-
-    def forget(self, username: str) -> None:
-        with self._lock:
-            self._items.pop(username, None)
 
 
 @auth.verify_password
@@ -117,6 +105,8 @@ def verify_password(username: str, password: str) -> Account | None:
 
 
 def _check_password(username: str, password: str) -> Account | None:
+    # username -> (Account, stored hash) for AUTH_CACHE_SECONDS, so a polling page does not read
+    # the users table on every request; a change made by another process waits out that time.
     cached = _accounts().get(username)
     if cached is not None and _verified.hit(cached[1], password):
         return cached[0]  # no query: this password matched this stored hash moments ago
@@ -129,7 +119,7 @@ def _check_password(username: str, password: str) -> Account | None:
             return None
         _verified.add(user.password_hash, password)
     account = Account(user.id, user.username, user.is_admin)
-    _accounts().put(account, user.password_hash, current_app.config["AUTH_CACHE_SECONDS"])
+    _accounts().put(account.username, (account, user.password_hash), current_app.config["AUTH_CACHE_SECONDS"])
     return account
 
 
@@ -183,14 +173,14 @@ def create_user(username: str, password: str, is_admin: bool = False) -> User:
 
 def forget(username: str) -> None:
     """Drop this process's cached sign-in of `username` (after changing or removing the user)."""
-    _accounts().forget(username)
+    _accounts().pop(username)
 
 
-def _accounts() -> _Accounts:
-    """This app's cache of signed-in accounts (one per app and process, like the throttle)."""
+def _accounts() -> _Expiring:
+    """This app's signed-in accounts (one cache per app and process, like the throttle)."""
     found = current_app.extensions.get("signed_in_accounts")
     if found is None:
-        found = current_app.extensions.setdefault("signed_in_accounts", _Accounts())
+        found = current_app.extensions.setdefault("signed_in_accounts", _Expiring())
     return found
 
 
