@@ -12,6 +12,8 @@ from flask_migrate import Migrate
 from flask_wtf.csrf import CSRFProtect
 
 from . import config, logs
+from .mysql_connection import SkipIdleRollback
+from .request_body import Request
 
 ROOT = Path(__file__).resolve().parent.parent
 migrate = Migrate(render_as_batch=True)  # SQLite needs batch mode for ALTER
@@ -21,6 +23,7 @@ csrf = CSRFProtect()
 def create_app(test_config: dict | None = None) -> Flask:
     # static_folder=None: the route is added below as a public view (see _public_static).
     app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=None)
+    app.request_class = Request
     app.config.from_mapping(config.from_environment())
     if test_config:
         app.config.update(test_config)
@@ -160,6 +163,10 @@ def _fail_fast(engine: sa.Engine, seconds: float = 5.0) -> _Breaker:
         # Web requests only: the worker and beat keep their own retry logic and timing.
         if has_request_context() and not breaker.allow():
             raise DatabaseUnreachable(2003, "The database failed a moment ago; not trying again yet.")
+
+    @sa.event.listens_for(engine, "do_connect")
+    def _connect(_dialect, _record, cargs, cparams):  # after the breaker's check above
+        return SkipIdleRollback(*cargs, **cparams)
 
     @sa.event.listens_for(engine, "connect")
     def _connected(_dbapi_connection, _record):

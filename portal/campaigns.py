@@ -5,7 +5,6 @@ the outbox, so a broker outage never loses a campaign (the reconciler sends it l
 """
 from __future__ import annotations
 
-import errno
 import logging
 from dataclasses import dataclass
 
@@ -14,7 +13,7 @@ from flask import current_app
 from sqlalchemy.orm import contains_eager
 from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.datastructures import FileStorage
-from werkzeug.exceptions import Conflict, NotFound, ServiceUnavailable
+from werkzeug.exceptions import Conflict, NotFound
 
 from worker.imaging import Box, ImageRejected, check_crop, sniff_format
 from worker.remote.dropbox_source import LINK_HOSTS, validate_account_path, validate_link
@@ -29,7 +28,6 @@ from .storage import storage
 log = logging.getLogger(__name__)
 
 TASK_NAME = "worker.tasks.process_campaign"
-STORAGE_FULL_RETRY_AFTER = 60  # seconds: someone has to free space first
 
 
 def submit(user: Account, data: dict, upload: FileStorage | None = None) -> Campaign:
@@ -58,14 +56,10 @@ def submit(user: Account, data: dict, upload: FileStorage | None = None) -> Camp
         if meta.source_type == "upload":
             storage().save_upload(campaign.id, upload.stream, current_app.config["MAX_CONTENT_LENGTH"])
         db.session.commit()
-    except BaseException as e:
+    except BaseException:
         db.session.rollback()
         storage().delete(campaign.id)
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            log.error("upload not stored: the storage folder is full")
-            raise ServiceUnavailable("The portal's storage is full; try again later.",
-                                     retry_after=STORAGE_FULL_RETRY_AFTER) from None
-        raise
+        raise  # a full disk is answered by portal/errors.py (503)
     enqueue(campaign)
     return campaign
 

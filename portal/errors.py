@@ -1,6 +1,7 @@
 """Errors that answer in the client's language: JSON under /api, a page elsewhere. Never a traceback."""
 from __future__ import annotations
 
+import errno
 import json
 import logging
 
@@ -13,6 +14,7 @@ from .models import db
 from .schemas import Invalid
 
 log = logging.getLogger(__name__)
+STORAGE_FULL_RETRY_AFTER = 60  # seconds
 
 _NAMES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
           405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
@@ -61,6 +63,15 @@ def _database_down(e: Exception) -> Response:
                           "shown or saved; try again in a few seconds.", headers={"Retry-After": "5"})
 
 
+def _os_error(e: OSError) -> Response:
+    """A full storage disk (an upload being received or stored) is 503: someone has to free space."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        log.error("upload not stored: the storage folder is full")
+        return error_response(503, "The portal's storage is full; try again later.",
+                              headers={"Retry-After": str(STORAGE_FULL_RETRY_AFTER)})
+    return _crash(InternalServerError(original_exception=e))
+
+
 def _crash(e: InternalServerError) -> Response:
     db.session.rollback()
     original = getattr(e, "original_exception", None)
@@ -81,4 +92,5 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(sa.exc.OperationalError, _database_down)
     app.register_error_handler(sa.exc.InterfaceError, _database_down)
     app.register_error_handler(sa.exc.TimeoutError, _database_down)
+    app.register_error_handler(OSError, _os_error)
     app.register_error_handler(InternalServerError, _crash)

@@ -5,6 +5,7 @@
     <root>/campaigns/<id>/<1x1|9x16|16x9>.jpg  a rendered variant
     <root>/campaigns/<id>/<slug>.preview.jpg   its small gallery preview
     <root>/library-thumbs/<sha256>.jpg        cached thumbnails of import-folder images
+    <root>/incoming/.tmp-*                     uploads while their request is parsed
 
 Paths are built from a campaign id (32 hex digits) and a ratio from a fixed set, never from
 anything a client typed. Every write goes to a temporary name first and is renamed into place,
@@ -12,10 +13,12 @@ so a reader never sees half a file and a re-run simply replaces the previous out
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from flask import current_app
@@ -23,6 +26,8 @@ from flask import current_app
 SLUGS = {"1:1": "1x1", "9:16": "9x16", "16:9": "16x9"}
 _ID = re.compile(r"[0-9a-f]{32}")
 _CHUNK = 1 << 20  # an upload is copied a MiB at a time, never held whole in memory
+_TEMP = ".tmp-"
+INCOMING_MAX_AGE = 3600  # seconds: an older file in incoming/ was left by a killed process
 
 
 class Storage:
@@ -53,8 +58,27 @@ class Storage:
         """Write atomically: temp file in the same folder, fsync, rename."""
         self._write_atomically(path, [data])
 
+    def incoming_file(self):
+        """A file for an upload being received, on the storage's disk, gone when closed."""
+        folder = self.root / "incoming"
+        folder.mkdir(parents=True, exist_ok=True)
+        return tempfile.NamedTemporaryFile(dir=folder, prefix=_TEMP)
+
+    def sweep_incoming(self, max_age: float = INCOMING_MAX_AGE) -> int:
+        """Remove what killed processes left in incoming/; returns how many files."""
+        removed, cutoff = 0, time.time() - max_age
+        for path in (self.root / "incoming").glob(_TEMP + "*"):
+            with contextlib.suppress(FileNotFoundError):  # its request closed it meanwhile
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+        return removed
+
     def save_upload(self, campaign_id: str, stream, limit: int) -> int:
-        """Copy an uploaded file stream into place, a chunk at a time; returns its size."""
+        """Put an uploaded file in place; returns its size. One received into incoming_file() is
+        linked into place (no copy), any other stream is copied a chunk at a time."""
+        if self._is_incoming(stream):
+            return self._link_upload(campaign_id, stream, limit)
         size = 0
 
         def chunks():
@@ -68,9 +92,24 @@ class Storage:
         self._write_atomically(self.source_path(campaign_id), chunks())
         return size
 
+    def _is_incoming(self, stream) -> bool:
+        name = getattr(stream, "name", None)
+        return isinstance(name, str) and Path(name).parent == self.root / "incoming"
+
+    def _link_upload(self, campaign_id: str, stream, limit: int) -> int:
+        stream.flush()
+        size = os.fstat(stream.fileno()).st_size
+        if size > limit:
+            raise ValueError("upload larger than the limit")
+        os.fsync(stream.fileno())
+        path = self.source_path(campaign_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.link(stream.name, path)  # the temporary name goes when the request closes the file
+        return size
+
     def _write_atomically(self, path: Path, chunks) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TEMP)
         try:
             with os.fdopen(fd, "wb") as f:  # buffered: its write() always writes the whole chunk
                 for chunk in chunks:

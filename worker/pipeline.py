@@ -351,6 +351,7 @@ def reconcile() -> dict[str, int]:
             counts["enqueued"] += 1
         else:
             break  # the broker is down: the next round tries again, without waiting on each row
-    if any(counts.values()):
-        log.info("reconciler: %s", counts)
+    swept = storage().sweep_incoming()  # uploads whose gunicorn worker was killed mid-request
+    if any(counts.values()) or swept:
+        log.info("reconciler: %s, %s stale upload(s) removed", counts, swept)
     return counts

@@ -1,4 +1,4 @@
-"""portal.storage: atomic writes, uploads copied a chunk at a time under a size limit."""
+"""portal.storage: atomic writes, uploads copied a chunk at a time or linked, under a size limit."""
 from __future__ import annotations
 
 import io
@@ -44,3 +44,36 @@ def test_a_write_replaces_the_file_atomically(tmp_path):
     store.write(path, b"second")
     assert path.read_bytes() == b"second"
     assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_an_upload_received_in_incoming_is_linked_not_copied(tmp_path):
+    store, data = Storage(tmp_path), os.urandom(700 * 1024)
+    with store.incoming_file() as received:
+        received.write(data)
+        assert store.save_upload(CAMPAIGN, received, limit=len(data)) == len(data)
+        assert os.path.samefile(received.name, store.source_path(CAMPAIGN))  # one file, two names
+    assert store.source_path(CAMPAIGN).read_bytes() == data
+    assert list((tmp_path / "incoming").iterdir()) == []  # the temporary name went with the request
+
+
+def test_an_incoming_upload_over_the_limit_is_refused(tmp_path):
+    store = Storage(tmp_path)
+    with store.incoming_file() as received:
+        received.write(b"x" * 2048)
+        with pytest.raises(ValueError, match="larger than the limit"):
+            store.save_upload(CAMPAIGN, received, limit=1024)
+    assert not store.source_path(CAMPAIGN).exists()
+
+
+def test_sweep_removes_only_what_killed_processes_left(tmp_path):
+    store = Storage(tmp_path)
+    assert store.sweep_incoming() == 0  # no folder yet
+    live = store.incoming_file()
+    left = tmp_path / "incoming" / ".tmp-left"  # as a process killed mid-upload leaves it
+    left.write_bytes(b"x")
+    assert store.sweep_incoming() == 0  # young: its request may still be running
+    hour_ago = left.stat().st_mtime - 3700
+    os.utime(left, (hour_ago, hour_ago))
+    assert store.sweep_incoming() == 1
+    assert not left.exists() and os.path.exists(live.name)
+    live.close()

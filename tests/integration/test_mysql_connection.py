@@ -1,0 +1,70 @@
+"""portal/mysql_connection.py against MariaDB: one ROLLBACK per session, and nothing lost by it."""
+from __future__ import annotations
+
+from it_stack import MYSQL, create_database, drop_database, mysql_url, require_services
+
+from portal import create_app
+from portal.models import db
+from portal.mysql_connection import SkipIdleRollback
+
+
+def rollbacks_sent(conn) -> int:
+    with conn.cursor() as cur:
+        cur.execute("SHOW SESSION STATUS LIKE 'Com_rollback'")
+        return int(cur.fetchone()[1])
+
+
+def test_a_second_rollback_with_nothing_sent_between_is_not_sent():
+    require_services(need_redis=False)
+    database = create_database("portal_it_conn")
+    conn = SkipIdleRollback(**MYSQL, database=database, autocommit=False)
+    try:
+        conn.query("CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB")
+        conn.commit()
+        before = rollbacks_sent(conn)
+        conn.query("INSERT INTO t VALUES (1)")
+        conn.rollback()
+        conn.rollback()
+        conn.ping(False)  # a ping opens no transaction
+        conn.rollback()
+        assert rollbacks_sent(conn) - before == 1
+        conn.rollback()  # SHOW STATUS was a statement: this one is sent
+        assert rollbacks_sent(conn) - before == 2
+        with conn.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM t")
+            assert cur.fetchone()[0] == 0, "the insert was rolled back"
+        conn.query("INSERT INTO t VALUES (2)")
+        conn.commit()
+        conn.rollback()  # after a commit: nothing to undo, and the row stays
+        with conn.cursor() as cur:
+            cur.execute("SELECT id FROM t")
+            assert cur.fetchall() == ((2,),)
+    finally:
+        conn.close()
+        drop_database(database)
+
+
+def test_a_request_session_sends_one_rollback_not_two(tmp_path):
+    require_services(need_redis=False)
+    database = create_database("portal_it_conn")
+    app = create_app({"TESTING": True, "SECRET_KEY": "test", "INSTANCE_DIR": str(tmp_path),
+                      "SQLALCHEMY_DATABASE_URI": mysql_url(database), "CELERY_BROKER_URL": "memory://",
+                      "STORAGE_DIR": str(tmp_path / "storage"), "IMPORT_DIR": str(tmp_path)})
+
+    def session_rollbacks() -> int:
+        # A session's read, ended as a request ends it (portal._release_session).
+        value = db.session.connection().exec_driver_sql("SHOW SESSION STATUS LIKE 'Com_rollback'").one()[1]
+        db.session.remove()
+        return int(value)
+
+    try:
+        with app.app_context():
+            assert db.engine.pool.size() >= 1
+            first = session_rollbacks()
+            second = session_rollbacks()  # the pool hands back the same connection
+            assert isinstance(db.session.connection().connection.dbapi_connection, SkipIdleRollback)
+            db.session.remove()
+            db.engine.dispose()
+    finally:
+        drop_database(database)
+    assert second - first == 1, "the session's close and the pool's return each sent a ROLLBACK"
