@@ -112,6 +112,7 @@ class Stack:
         self.password = "bench-" + secrets.token_hex(8)
         self.procs: list[Proc] = []
         self.pids: dict[str, int] = {}  # gunicorn name -> master pid
+        self._kept = None  # query(keep=True)'s connection
         for folder in ("storage", "import", "instance", "logs", "metrics"):
             (self.tmp / folder).mkdir()
         self.env = {k: v for k, v in os.environ.items()
@@ -141,6 +142,8 @@ class Stack:
     def __exit__(self, *exc) -> None:
         for proc in reversed(self.procs):
             proc.stop()
+        if self._kept:
+            self._kept.close()
         with contextlib.suppress(Exception):
             _mysql(f"DROP DATABASE IF EXISTS `{self.database}`")
         with contextlib.suppress(Exception):
@@ -182,11 +185,16 @@ class Stack:
         s.auth = (USER, self.password)
         return s
 
-    def query(self, sql: str, args: tuple = ()) -> list[tuple]:
-        conn = pymysql.connect(**MYSQL, database=self.database, connect_timeout=3, autocommit=True)
+    def query(self, sql: str, args: tuple = (), keep: bool = False) -> list[tuple]:
+        """Rows of one autocommit query; keep=True reuses one connection (for polling loops)."""
+        conn = self._kept if keep and self._kept else pymysql.connect(
+            **MYSQL, database=self.database, connect_timeout=3, autocommit=True)
         try:
             with conn.cursor() as cur:
                 cur.execute(sql, args)
                 return list(cur.fetchall())
         finally:
-            conn.close()
+            if keep:
+                self._kept = conn
+            else:
+                conn.close()

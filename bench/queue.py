@@ -149,15 +149,17 @@ class Submitter:
         deadline = time.monotonic() + timeout
         marks = ",".join(["%s"] * len(ids))
         while True:
+            # One query a quarter second, on a connection kept open: the times measured come from
+            # the rows (finished_at), so polling less often changes no figure, only the client's CPU.
             rows = self.stack.query(f"SELECT id, status, finished_at FROM campaigns WHERE id IN ({marks})",
-                                    tuple(ids))
+                                    tuple(ids), keep=True)
             done = {i: (s, f.replace(tzinfo=timezone.utc).timestamp() if f else None)
                     for i, s, f in rows if s in ("completed", "failed")}
             if len(done) == len(ids):
                 return done
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{len(ids) - len(done)} campaigns not finished after {timeout} s")
-            time.sleep(0.1)
+            time.sleep(0.25)
 
 
 def percentile(values: list[float], q: float) -> float:
