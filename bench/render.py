@@ -39,7 +39,7 @@ import pyvips  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from worker import cropping, imaging  # noqa: E402
+from worker import cropping, imaging, jpeg_output  # noqa: E402
 
 cv2.setNumThreads(1)
 pyvips.cache_set_max(0)
@@ -143,12 +143,12 @@ def ours_dct(data: bytes):
 def unencoded():
     """render() handing back its pixels losslessly (PNG) instead of q95 JPEGs: what the resampling
     itself costs, before JPEG rounds our pixels and the reference's differently."""
-    saved = imaging._encode
-    imaging._encode = lambda im, quality: encode(im, "PNG", compress_level=1)
+    saved = jpeg_output.encode
+    jpeg_output.encode = lambda im, quality: encode(im, "PNG", compress_level=1)
     try:
         yield
     finally:
-        imaging._encode = saved
+        jpeg_output.encode = saved
 
 
 def original(data: bytes):

@@ -6,26 +6,27 @@ nothing of the uploaded file (metadata, appended payloads) survives.
 
 Two libraries, each where the render benchmark (bench/render.py) found it best:
 Pillow reads the header (format allow-list, size caps, orientation, colour profile)
-before anything is decoded, and does the work on output-sized images (orientation,
-colour conversion, JPEG encoding); libvips decodes once (shrinking on load when a
-big JPEG allows it) and does the crop-and-resize, its vectorised lanczos3 several
-times faster than Pillow's.
+before anything is decoded (worker/image_header.py), and does the work on output-sized
+images (orientation, colour conversion, JPEG encoding: worker/jpeg_output.py); libvips
+decodes once (shrinking on load when a big JPEG allows it) and does the crop-and-resize,
+its vectorised lanczos3 several times faster than Pillow's.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import re
-import struct
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from functools import cache
-from io import BytesIO
 
 import pyvips  # a hard dependency: without libvips the worker must not start, not render slowly
-from PIL import Image, ImageCms, ImageFile
+from PIL import Image
+
+from . import image_header as header
+from . import jpeg_output
+from .image_header import ORIENT, ImageRejected, sniff_format
+from .jpeg_output import JPEG_QUALITY
 
 # One libvips thread: a Celery pool runs one child per core and each renders one image at a time,
 # so libvips' own pool (a thread per core) would only fight the other children for the cores.
@@ -41,10 +42,6 @@ Placer = Callable[["Image.Image", int, int], "dict[str, Box]"]
 
 RATIOS: dict[str, tuple[int, int]] = {"1:1": (1080, 1080), "9:16": (1080, 1920), "16:9": (1920, 1080)}
 
-JPEG_QUALITY = 95
-# 4:2:0: a fifth smaller than 4:4:4 at q95; the chroma loss is invisible in photos, and against
-# a reference encoded the same way it scores higher than 4:4:4 (40 vs 39 dB after DCT scaling).
-JPEG_SUBSAMPLING = 2
 # libvips' resize: lanczos3, box-shrinking by whole factors first only beyond 2 x RESIZE_GAP.
 # 3.0 stays >= 50 dB from pure LANCZOS at every factor up to 8; libvips' default 2.0 fell to 47 at 4.5x.
 RESIZE_KERNEL, RESIZE_GAP = "lanczos3", 3.0
@@ -58,25 +55,9 @@ DRAFT_OVERSAMPLE = 1.0
 PREVIEW_SIZE, PREVIEW_QUALITY = (480, 480), 80
 SOURCE_PREVIEW_SIZE, SOURCE_PREVIEW_QUALITY = (1280, 1280), 82
 
-_DAMAGED = "The image file is damaged or incomplete; please export it again and upload the new file."
-# What Pillow raises for files it cannot parse (UnidentifiedImageError and truncation are OSErrors).
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError)
-_ORIENTATION = 0x0112
-_T = Image.Transpose
-# EXIF orientation -> (transpose that shows it upright, swaps axes, reverses x, reverses y).
-# Applied by hand: ImageOps.exif_transpose re-serialises the EXIF and raises struct.error on
-# some corrupt blocks, and we need the answer before decoding anyway.
-_ORIENT = {1: (None, False, False, False), 2: (_T.FLIP_LEFT_RIGHT, False, True, False),
-           3: (_T.ROTATE_180, False, True, True), 4: (_T.FLIP_TOP_BOTTOM, False, False, True),
-           5: (_T.TRANSPOSE, True, False, False), 6: (_T.ROTATE_270, True, True, False),
-           7: (_T.TRANSVERSE, True, True, True), 8: (_T.ROTATE_90, True, False, True)}
 # Named loaders only: libvips' sniffing loaders would also open formats we do not accept.
 _LOADERS = {"JPEG": pyvips.Image.jpegload_buffer, "PNG": pyvips.Image.pngload_buffer,
             "WEBP": pyvips.Image.webpload_buffer}
-
-
-class ImageRejected(Exception):
-    """The image cannot be used; str(e) is a sentence a marketer understands."""
 
 
 @dataclass(frozen=True)
@@ -118,17 +99,6 @@ class _Source:
     orientation: int  # EXIF 1-8
     step: int  # source pixels per decoded pixel: the JPEG DCT denominator, else 1
     icc: bytes | None
-
-
-def sniff_format(data: bytes) -> str | None:
-    """'JPEG' | 'PNG' | 'WEBP' from magic bytes; names and Content-Type are never trusted."""
-    if data.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    return None
 
 
 def crop_box(width: int, height: int, ratio: str, focal: tuple[float, float] | None = None) -> Box:
@@ -195,10 +165,10 @@ def render(
         boxes = [crops.get(r) or placed[r] for r in RATIOS]
     t1 = time.perf_counter()
     chosen = [(r, _on_grid(src, box)) for r, box in zip(RATIOS, boxes, strict=True) if only is None or r in only]
-    to_srgb = _srgb_converter(src.mode, src.icc)
+    to_srgb = jpeg_output.srgb_converter(src.mode, src.icc)
     variants, stages = _variants(src, chosen, to_srgb)
     t2 = time.perf_counter()
-    encoded_preview = _encode(to_srgb(preview), SOURCE_PREVIEW_QUALITY)
+    encoded_preview = jpeg_output.encode(to_srgb(preview), SOURCE_PREVIEW_QUALITY)
     stages["encode"] += time.perf_counter() - t2
     timings = {"decode": (t_decoded - t0) * 1e3, "analyse": (t1 - t_decoded) * 1e3,
                "render": stages["render"] * 1e3, "encode": stages["encode"] * 1e3}
@@ -223,71 +193,17 @@ def _variants(src: _Source, chosen: list[tuple[str, Box]], to_srgb: Callable[[Im
 def _decode(data: bytes, fmt: str, focal: tuple[float, float] | None, crops: dict[str, Box],
             max_pixels: int, max_side: int) -> tuple[_Source, list[Box]]:
     """Everything from the header first (caps, orientation, crops), then libvips decodes once."""
-    with _open(data, fmt, max_pixels) as im:
-        _check_size(im.width, im.height, max_pixels, max_side)  # header only: nothing decoded yet
-        orientation = _exif_orientation(im, fmt, data)
+    with header.open_image(data, fmt, max_pixels) as im:
+        header.check_size(im.width, im.height, max_pixels, max_side)  # header only: nothing decoded yet
+        orientation = header.orientation(im, fmt, data)
         icc = im.info.get("icc_profile")
         stored = im.size
-    swap = _ORIENT[orientation][1]
+    swap = ORIENT[orientation][1]
     width, height = (stored[1], stored[0]) if swap else stored
     boxes = _boxes(width, height, focal, crops)
     step = _dct_denominator(width, height, boxes) if fmt == "JPEG" else 1
     pixels, mode = _load_pixels(data, fmt, step)
     return _Source(pixels, mode, width, height, orientation, step, icc), boxes
-
-
-def _open(data: bytes, fmt: str, max_pixels: int) -> ImageFile.ImageFile:
-    try:
-        # Only the sniffed format: Pillow's other ~40 plugins are attack surface (EPS, FITS...).
-        # "JPEG" may come back as MPO (phone photos); frame 0 is the photo, as for animations.
-        return Image.open(BytesIO(data), formats=[fmt])
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        # Pillow's own guard fires in open() from the header, before our check can run.
-        found = re.search(r"\((\d+) pixels\)", str(e))
-        size = f"{_mp(int(found[1]))} MP" if found else "too large"
-        raise ImageRejected(f"The image is {size}; the limit is {_mp(max_pixels)} MP.") from e
-    except _DECODE_ERRORS as e:
-        raise ImageRejected(_DAMAGED) from e
-
-
-def _check_size(width: int, height: int, max_pixels: int, max_side: int) -> None:
-    if width * height > max_pixels:
-        raise ImageRejected(f"The image is {width}x{height} pixels ({_mp(width * height)} MP); "
-                            f"the limit is {_mp(max_pixels)} MP.")
-    if max(width, height) > max_side:
-        raise ImageRejected(f"The image is {width}x{height} pixels; "
-                            f"the limit is {max_side} pixels on the longest side.")
-
-
-def _mp(pixels: int) -> str:
-    return f"{pixels / 1e6:.1f}".removesuffix(".0")
-
-
-def _exif_orientation(im: ImageFile.ImageFile, fmt: str, data: bytes) -> int:
-    try:
-        if fmt == "PNG" and "exif" not in im.info:
-            # Pillow's getexif() would decode the whole PNG to reach an eXIf chunk after the pixels.
-            exif = Image.Exif()
-            exif.load(_png_exif(data) or b"")
-        else:
-            exif = im.getexif()
-        value = exif.get(_ORIENTATION, 1)
-    except (*_DECODE_ERRORS, struct.error):
-        return 1  # unreadable EXIF: show the pixels as stored rather than refuse the picture
-    return value if value in _ORIENT else 1
-
-
-def _png_exif(data: bytes) -> bytes | None:
-    """The eXIf chunk's body wherever it is, walking the chunk lengths (no decoding)."""
-    at = 8
-    while at + 8 <= len(data):
-        (length,), kind = struct.unpack(">I", data[at:at + 4]), data[at + 4:at + 8]
-        if kind == b"eXIf":
-            return data[at + 8:at + 8 + length]
-        if kind == b"IEND":
-            return None
-        at += 12 + length
-    return None
 
 
 def _load_pixels(data: bytes, fmt: str, step: int) -> tuple[pyvips.Image, str]:
@@ -302,7 +218,7 @@ def _load_pixels(data: bytes, fmt: str, step: int) -> tuple[pyvips.Image, str]:
     except pyvips.Error as e:
         if "out of memory" in str(e):
             raise MemoryError(str(e)) from e  # the worker's memory ceiling, not a damaged file
-        raise ImageRejected(_DAMAGED) from e
+        raise ImageRejected(header.DAMAGED) from e
 
 
 def _eight_bit_opaque(image: pyvips.Image) -> tuple[pyvips.Image, str]:
@@ -348,7 +264,7 @@ def check_crop(ratio: str, box: Box, width: int, height: int) -> None:
 
 def _stored_box(src: _Source, box: Box) -> Box:
     """The box in stored (not yet oriented) source pixels."""
-    _, swap, flip_x, flip_y = _ORIENT[src.orientation]
+    _, swap, flip_x, flip_y = ORIENT[src.orientation]
     x = src.width - box.x - box.w if flip_x else box.x
     y = src.height - box.y - box.h if flip_y else box.y
     return Box(y, x, box.h, box.w) if swap else Box(x, y, box.w, box.h)
@@ -356,7 +272,7 @@ def _stored_box(src: _Source, box: Box) -> Box:
 
 def _oriented_box(src: _Source, box: Box) -> Box:
     """The inverse of _stored_box."""
-    _, swap, flip_x, flip_y = _ORIENT[src.orientation]
+    _, swap, flip_x, flip_y = ORIENT[src.orientation]
     if swap:
         box = Box(box.y, box.x, box.h, box.w)
     x = src.width - box.x - box.w if flip_x else box.x
@@ -370,7 +286,7 @@ def _on_grid(src: _Source, box: Box) -> Box:
     if src.step == 1:
         return box
     s = _stored_box(src, box)
-    stored_w, stored_h = (src.height, src.width) if _ORIENT[src.orientation][1] else (src.width, src.height)
+    stored_w, stored_h = (src.height, src.width) if ORIENT[src.orientation][1] else (src.width, src.height)
     x0, x1 = _snap(s.x, s.x + s.w, stored_w, src.step)
     y0, y1 = _snap(s.y, s.y + s.h, stored_h, src.step)
     return _oriented_box(src, Box(x0, y0, x1 - x0, y1 - y0))
@@ -385,7 +301,7 @@ def _snap(start: int, end: int, size: int, step: int) -> tuple[int, int]:
 
 def _resize(src: _Source, box: Box, size: tuple[int, int]) -> Image.Image:
     """One crop, resized from the decoded pixels in their stored orientation, then turned upright."""
-    method, swap = _ORIENT[src.orientation][:2]
+    method, swap = ORIENT[src.orientation][:2]
     s, step = _stored_box(src, box), src.step
     w, h = (size[1], size[0]) if swap else size
     region = src.pixels.crop(s.x // step, s.y // step, max(1, s.w // step), max(1, s.h // step))
@@ -400,7 +316,7 @@ def _fit(src: _Source, limit: tuple[int, int]) -> Image.Image:
     """The whole picture, upright, fitting limit (never enlarged): for drawing crop boxes on."""
     f = min(1.0, limit[0] / src.width, limit[1] / src.height)
     size = (max(1, round(src.width * f)), max(1, round(src.height * f)))
-    method, swap = _ORIENT[src.orientation][:2]
+    method, swap = ORIENT[src.orientation][:2]
     w, h = (size[1], size[0]) if swap else size
     pixels = src.pixels
     # Linear after whole-factor box shrinks: only a backdrop for crop boxes, 3x cheaper than lanczos3.
@@ -424,82 +340,12 @@ def _pillow(image: pyvips.Image, mode: str) -> Image.Image:
     return Image.frombuffer(mode, (image.width, image.height), image.write_to_memory(), "raw", mode, 0, 1)
 
 
-# --- colour and encoding (output-sized images) ------------------------------------------------
-
-def _normalise_mode(im: Image.Image) -> Image.Image:
-    """Bring any decoded mode to L, LA, RGB, RGBA or CMYK, the modes LANCZOS handles correctly.
-    Alpha stays (resize premultiplies it) and is flattened on the small outputs instead."""
-    if im.mode in ("L", "LA", "RGB", "RGBA", "CMYK") and "transparency" not in im.info:
-        return im
-    if im.mode.startswith("I"):  # 16-bit grey: convert("L") would clip 1000 to 255, so scale
-        return im.convert("I").point(lambda v: v / 257).convert("L")
-    if im.mode == "1":
-        return im.convert("L")
-    if im.mode in ("P", "PA", "La", "RGBa") or "transparency" in im.info:
-        # Via RGBA: convert("RGB") would drop (and warn about) palette transparency.
-        has_alpha = im.mode != "P" or "transparency" in im.info
-        return im.convert("RGBA" if has_alpha else "RGB")
-    try:
-        return im.convert("RGB")
-    except ValueError as e:
-        raise ImageRejected(f"The image uses a colour format ({im.mode}) we cannot convert; "
-                            "please export it as an RGB JPEG or PNG.") from e
-
-
-def _srgb_converter(mode: str, icc: bytes | None) -> Callable[[Image.Image], Image.Image]:
-    """Flatten alpha onto white and map the embedded profile to sRGB, on output-sized images."""
-    flat_mode = {"LA": "L", "RGBA": "RGB"}.get(mode, mode)
-    transform = _icc_transform(icc, flat_mode) if icc else None
-
-    def convert(im: Image.Image) -> Image.Image:
-        if im.mode in ("LA", "RGBA"):
-            base = Image.new(flat_mode, im.size, "white")
-            base.paste(im, mask=im.getchannel("A"))
-            im = base
-        if transform:
-            return transform.apply(im)
-        return im if im.mode == "RGB" else im.convert("RGB")
-
-    return convert
-
-
-def _icc_transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
-    try:
-        profile = ImageCms.ImageCmsProfile(BytesIO(icc))
-        return ImageCms.buildTransform(profile, _srgb(), mode, "RGB")
-    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
-        return None  # broken or mismatched profile: the pixels are close enough to sRGB
-
-
-@cache
-def _srgb() -> ImageCms.ImageCmsProfile:
-    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
-
-
 def _variant(ratio: str, box: Box, im: Image.Image) -> Variant:
-    jpeg = _encode(im, JPEG_QUALITY)
+    jpeg = jpeg_output.encode(im, JPEG_QUALITY)
     # From the 1080p output, not the source; reducing_gap 1: whole-factor box reduction (4x for
     # 1920x1080) does nearly all of it, a third of the time of a 2x reduction plus bilinear.
     im.thumbnail(PREVIEW_SIZE, Image.Resampling.BILINEAR, reducing_gap=1.0)
-    return Variant(ratio, *RATIOS[ratio], box, jpeg, _encode(im, PREVIEW_QUALITY))
-
-
-def _encode(im: Image.Image, quality: int) -> bytes:
-    out = BytesIO()
-    # No exif/icc_profile/xmp arguments, so no metadata; but Pillow copies a source's JPEG comment
-    # (im.info["comment"], kept through transpose/resize) unless told otherwise: a COM payload.
-    im.save(out, "JPEG", quality=quality, subsampling=JPEG_SUBSAMPLING, optimize=False, progressive=False,
-            comment=b"")
-    return out.getvalue()
-
-
-def _load(im: ImageFile.ImageFile) -> None:
-    try:
-        # Truncated files fail here (verify() passes them) as long as nobody sets Pillow's
-        # LOAD_TRUNCATED_IMAGES, which would ship a half-grey crop.
-        im.load()
-    except _DECODE_ERRORS as e:
-        raise ImageRejected(_DAMAGED) from e
+    return Variant(ratio, *RATIOS[ratio], box, jpeg, jpeg_output.encode(im, PREVIEW_QUALITY))
 
 
 def thumbnail(data: bytes, size: tuple[int, int] = (320, 320), *, max_pixels: int = 64_000_000,
@@ -509,12 +355,13 @@ def thumbnail(data: bytes, size: tuple[int, int] = (320, 320), *, max_pixels: in
     fmt = sniff_format(data)
     if fmt is None:
         raise ImageRejected("The file is not a JPEG, PNG or WebP image.")
-    im = _open(data, fmt, max_pixels)
-    _check_size(im.width, im.height, max_pixels, max_side)
+    im = header.open_image(data, fmt, max_pixels)
+    header.check_size(im.width, im.height, max_pixels, max_side)
     if fmt == "JPEG":
         im.draft("RGB", (size[0] * 2, size[1] * 2))  # DCT-scale: a picker needs few pixels
-    _load(im)
-    method = _ORIENT[_exif_orientation(im, fmt, data)][0]
-    upright = _normalise_mode(im.transpose(method) if method is not None else im)
+    header.load(im)
+    method = ORIENT[header.orientation(im, fmt, data)][0]
+    upright = jpeg_output.normalise_mode(im.transpose(method) if method is not None else im)
     upright.thumbnail(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
-    return _encode(_srgb_converter(upright.mode, im.info.get("icc_profile"))(upright), PREVIEW_QUALITY)
+    to_srgb = jpeg_output.srgb_converter(upright.mode, im.info.get("icc_profile"))
+    return jpeg_output.encode(to_srgb(upright), PREVIEW_QUALITY)

@@ -419,7 +419,7 @@ class Checker:
     def check_no_leftovers(self, ids: list[str] | None = None) -> None:
         """No temp file or staging folder in these campaigns' folders (or anywhere in storage)."""
         root = self.storage / "campaigns"
-        folders = [root / i for i in ids] if ids is not None else [root]
+        folders = [root / i for i in ids] if ids is not None else [root, self.storage / "incoming"]
         found = [str(p) for f in folders if f.is_dir() for p in f.rglob("*") if LEFTOVER.match(p.name)]
         assert not found, f"temp or staged files left in storage: {found}"
 

@@ -318,6 +318,10 @@ def test_disk_full_while_writing_outputs(fs: FaultStack):
         r = alice.upload(it_images.small_photo(seed=101), filename="full.jpg")
         assert r.status_code == 503 and r.headers.get("Retry-After"), (r.status_code, r.headers, r.text)
         assert "storage is full" in r.json()["message"]
+        # A camera-sized upload is received on the storage disk itself: full from its first MiB.
+        r = alice.upload(it_images.photo_12mp(), filename="full-big.jpg")
+        assert r.status_code == 503 and r.headers.get("Retry-After"), (r.status_code, r.headers, r.text[:300])
+        assert "storage is full" in r.json()["message"]
         assert fs.sql("SELECT COUNT(*) FROM campaigns")[0][0] == before
         check.check_no_leftovers()
 

@@ -226,7 +226,7 @@ def test_the_worker_serves_the_next_campaign(stack: Stack, batch: Batch):
 
 
 # A JPEG comment (COM) is where a polyglot hides its payload; Pillow's writer would copy it from the
-# source's info into every output unless told not to (imaging._encode).
+# source's info into every output unless told not to (jpeg_output.encode).
 def _thumbnails(stack: Stack) -> dict[str, object]:
     folder = stack.import_dir / "hostile-thumbs"
     folder.mkdir(exist_ok=True)

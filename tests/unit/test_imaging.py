@@ -10,9 +10,9 @@ from dataclasses import astuple
 from io import BytesIO
 
 import pytest
-from PIL import Image, ImageChops, ImageCms, ImageDraw, JpegImagePlugin
+from PIL import Image, ImageChops, ImageCms, ImageDraw, ImageFile, JpegImagePlugin
 
-from worker import imaging
+from worker import imaging, jpeg_output
 from worker.imaging import RATIOS, Box, ImageRejected, crop_box, decode_scale, render, sniff_format
 
 RED, BLUE, GREEN, GREY, WHITE = (255, 0, 0), (0, 0, 255), (0, 200, 0), (128, 128, 128), (255, 255, 255)
@@ -121,7 +121,7 @@ def test_outputs_are_baseline_jpegs_without_metadata_or_payload():
         assert not out.getexif() and not {"exif", "icc_profile", "xmp", "progressive"} & set(out.info)
         assert b"\xff\xc0" in blob  # SOF0: baseline
         assert payload not in blob and b"PhoneMaker" not in blob and b"secret" not in blob
-    assert JpegImagePlugin.get_sampling(decode(result.variants[0].jpeg)) == imaging.JPEG_SUBSAMPLING
+    assert JpegImagePlugin.get_sampling(decode(result.variants[0].jpeg)) == jpeg_output.JPEG_SUBSAMPLING
 
 
 # --- crop geometry ------------------------------------------------------------------------
@@ -404,7 +404,7 @@ def test_size_limits_are_checked_from_the_header(monkeypatch):
 
     data = encode(Image.new("RGB", (1000, 1000), GREY), "PNG")
     monkeypatch.setattr(Image.Image, "load", no_decoding)
-    monkeypatch.setattr(imaging.ImageFile.ImageFile, "load", no_decoding)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
     for fmt in imaging._LOADERS:  # nor libvips, which does the real decoding
         monkeypatch.setitem(imaging._LOADERS, fmt, lambda *a, **k: no_decoding(None))
     with pytest.raises(ImageRejected, match=r"1000x1000 pixels \(1 MP\); the limit is 0.5 MP"):
@@ -492,7 +492,7 @@ def test_reduced_scale_decoding_keeps_flipped_axes_aligned(monkeypatch):
 # --- quality ------------------------------------------------------------------------------
 
 def lossless(im: Image.Image, quality: int) -> bytes:
-    """Stands in for imaging._encode: the rendered pixels themselves, before JPEG's rounding."""
+    """Stands in for jpeg_output.encode: the rendered pixels themselves, before JPEG's rounding."""
     return encode(im, "PNG", compress_level=1)
 
 
@@ -502,12 +502,12 @@ def test_quality_matches_full_lanczos(monkeypatch):
     resampler but Pillow's own scores 43-47 dB: q95 rounds a slightly different input differently.)"""
     data = encode(photo_like(4000, 3000), quality=90)
     result = render(data)
-    monkeypatch.setattr(imaging, "_encode", lossless)
+    monkeypatch.setattr(jpeg_output, "encode", lossless)
     pixels = render(data)
     for v, raw in zip(result.variants, pixels.variants, strict=True):
         reference = full_lanczos(data, v.crop, (v.width, v.height))
         assert psnr(decode(raw.jpeg), reference) >= 50, v.ratio
-        q95 = decode(encode(reference, quality=95, subsampling=imaging.JPEG_SUBSAMPLING))
+        q95 = decode(encode(reference, quality=95, subsampling=jpeg_output.JPEG_SUBSAMPLING))
         assert psnr(decode(v.jpeg), reference) >= psnr(q95, reference) - 0.3, v.ratio
 
 
