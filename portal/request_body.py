@@ -21,7 +21,7 @@ from werkzeug.utils import cached_property
 
 from .storage import storage
 
-BIG_BODY = 512 * 1024  # werkzeug's own threshold for spooling a file part to disk
+BIG_BODY = 512 * 1024  # about where werkzeug itself spools a file part to disk (500 KiB)
 READ_STEP = 1 << 20
 
 

@@ -14,6 +14,7 @@ so a reader never sees half a file and a re-run simply replaces the previous out
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -27,6 +28,7 @@ SLUGS = {"1:1": "1x1", "9:16": "9x16", "16:9": "16x9"}
 _ID = re.compile(r"[0-9a-f]{32}")
 _CHUNK = 1 << 20  # an upload is copied a MiB at a time, never held whole in memory
 _TEMP = ".tmp-"
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV}
 INCOMING_MAX_AGE = 3600  # seconds: an older file in incoming/ was left by a killed process
 
 
@@ -58,16 +60,20 @@ class Storage:
         """Write atomically: temp file in the same folder, fsync, rename."""
         self._write_atomically(path, [data])
 
+    def incoming_dir(self) -> Path:
+        # Absolute, as the names of tempfile's files are: PORTAL_STORAGE_DIR may be relative.
+        return Path(os.path.abspath(self.root / "incoming"))
+
     def incoming_file(self):
         """A file for an upload being received, on the storage's disk, gone when closed."""
-        folder = self.root / "incoming"
+        folder = self.incoming_dir()
         folder.mkdir(parents=True, exist_ok=True)
         return tempfile.NamedTemporaryFile(dir=folder, prefix=_TEMP)
 
     def sweep_incoming(self, max_age: float = INCOMING_MAX_AGE) -> int:
         """Remove what killed processes left in incoming/; returns how many files."""
         removed, cutoff = 0, time.time() - max_age
-        for path in (self.root / "incoming").glob(_TEMP + "*"):
+        for path in self.incoming_dir().glob(_TEMP + "*"):
             with contextlib.suppress(FileNotFoundError):  # its request closed it meanwhile
                 if path.stat().st_mtime < cutoff:
                     path.unlink()
@@ -94,17 +100,23 @@ class Storage:
 
     def _is_incoming(self, stream) -> bool:
         name = getattr(stream, "name", None)
-        return isinstance(name, str) and Path(name).parent == self.root / "incoming"
+        return isinstance(name, str) and Path(name).parent == self.incoming_dir()
 
     def _link_upload(self, campaign_id: str, stream, limit: int) -> int:
         stream.flush()
         size = os.fstat(stream.fileno()).st_size
         if size > limit:
             raise ValueError("upload larger than the limit")
-        os.fsync(stream.fileno())
         path = self.source_path(campaign_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        os.link(stream.name, path)  # the temporary name goes when the request closes the file
+        try:
+            os.fsync(stream.fileno())
+            os.link(stream.name, path)  # the temporary name goes when the request closes the file
+        except OSError as e:
+            if e.errno not in _NO_HARD_LINKS:
+                raise
+            stream.seek(0)  # a file system without hard links (some network mounts): copy it
+            self._write_atomically(path, iter(lambda: stream.read(_CHUNK), b""))
         return size
 
     def _write_atomically(self, path: Path, chunks) -> None:

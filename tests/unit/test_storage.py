@@ -1,6 +1,7 @@
 """portal.storage: atomic writes, uploads copied a chunk at a time or linked, under a size limit."""
 from __future__ import annotations
 
+import errno
 import io
 import os
 
@@ -46,14 +47,29 @@ def test_a_write_replaces_the_file_atomically(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == [path.name]
 
 
-def test_an_upload_received_in_incoming_is_linked_not_copied(tmp_path):
-    store, data = Storage(tmp_path), os.urandom(700 * 1024)
+def test_an_upload_received_in_incoming_is_linked_not_copied(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store, data = Storage("storage"), os.urandom(700 * 1024)  # relative, as the default ./storage
     with store.incoming_file() as received:
         received.write(data)
         assert store.save_upload(CAMPAIGN, received, limit=len(data)) == len(data)
         assert os.path.samefile(received.name, store.source_path(CAMPAIGN))  # one file, two names
     assert store.source_path(CAMPAIGN).read_bytes() == data
-    assert list((tmp_path / "incoming").iterdir()) == []  # the temporary name went with the request
+    assert list((tmp_path / "storage" / "incoming").iterdir()) == []  # the temporary name went with the request
+
+
+def test_an_incoming_upload_is_copied_where_hard_links_are_refused(tmp_path, monkeypatch):
+    store, data = Storage(tmp_path), os.urandom(700 * 1024)
+
+    def refused(*_args):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", refused)
+    with store.incoming_file() as received:
+        received.write(data)
+        assert store.save_upload(CAMPAIGN, received, limit=len(data)) == len(data)
+    assert store.source_path(CAMPAIGN).read_bytes() == data
+    assert [p.name for p in store.campaign_dir(CAMPAIGN).iterdir()] == ["source"]
 
 
 def test_an_incoming_upload_over_the_limit_is_refused(tmp_path):
