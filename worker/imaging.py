@@ -14,6 +14,7 @@ its vectorised lanczos3 several times faster than Pillow's.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -36,6 +37,9 @@ if "VIPS_CONCURRENCY" not in os.environ:
 pyvips.cache_set_max(0)
 # Defence in depth: we call the JPEG/PNG/WebP loaders by name, but no path may reach the others.
 pyvips.block_untrusted_set(True)
+# libvips reports every thread pool it finishes and every resize's residual scale at INFO: eight
+# lines per campaign in the worker's log that tell an operator nothing. Its warnings still show.
+logging.getLogger("pyvips").setLevel(logging.WARNING)
 
 # Chooses each ratio's window position: (small oriented copy, full width, full height) -> boxes.
 Placer = Callable[["Image.Image", int, int], "dict[str, Box]"]
