@@ -8,7 +8,6 @@ import os
 import pymysql
 import pytest
 import sqlalchemy as sa
-
 from urllib3 import encode_multipart_formdata
 
 from portal import create_app
