@@ -77,10 +77,10 @@ def uptime() -> str:
 
 
 class Proc:
-    def __init__(self, name: str, args: list[str], env: dict, log_dir: Path) -> None:
+    def __init__(self, name: str, args: list[str], env: dict, log_dir: Path, cwd: Path = ROOT) -> None:
         self.name, self.log = name, log_dir / f"{name}.log"
         with open(self.log, "wb") as out:
-            self.popen = subprocess.Popen(args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
+            self.popen = subprocess.Popen(args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                           stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_for(self, pattern: str, timeout: float) -> None:
@@ -155,14 +155,14 @@ class Stack:
                        check=True, capture_output=True, timeout=120)
 
     def gunicorn(self, name: str, app: str, workers: int = GUNICORN_WORKERS, threads: int = GUNICORN_THREADS,
-                 extra: tuple[str, ...] = ()) -> str:
-        """Start gunicorn serving `app` (e.g. wsgi:app); its base URL once it answers."""
+                 extra: tuple[str, ...] = (), cwd: Path = ROOT) -> str:
+        """Start gunicorn serving `app` (e.g. wsgi:app) from the checkout `cwd`; its base URL once it answers."""
         port = free_port()
         args = [PYTHON, "-m", "gunicorn", "-c", "python:portal.gunicorn_conf", app,
                 "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
                 "--threads", str(threads), "--access-logfile", str(self.tmp / "logs" / f"{name}.access.log"),
                 "--control-socket", str(self.tmp / f"{name}.ctl"), *extra]
-        self.procs.append(Proc(name, args, self.env, self.tmp / "logs"))
+        self.procs.append(Proc(name, args, self.env, self.tmp / "logs", cwd))
         self.pids[name] = self.procs[-1].popen.pid
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
