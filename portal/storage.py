@@ -27,7 +27,7 @@ from flask import current_app
 SLUGS = {"1:1": "1x1", "9:16": "9x16", "16:9": "16x9"}
 _ID = re.compile(r"[0-9a-f]{32}")
 _CHUNK = 1 << 20  # an upload is copied a MiB at a time, never held whole in memory
-_TEMP = ".tmp-"
+TEMP_PREFIX = ".tmp-"  # every temporary name in storage starts so (leftovers are swept by it)
 _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV}
 INCOMING_MAX_AGE = 3600  # seconds: an older file in incoming/ was left by a killed process
 
@@ -68,12 +68,12 @@ class Storage:
         """A file for an upload being received, on the storage's disk, gone when closed."""
         folder = self.incoming_dir()
         folder.mkdir(parents=True, exist_ok=True)
-        return tempfile.NamedTemporaryFile(dir=folder, prefix=_TEMP)
+        return tempfile.NamedTemporaryFile(dir=folder, prefix=TEMP_PREFIX)
 
     def sweep_incoming(self, max_age: float = INCOMING_MAX_AGE) -> int:
         """Remove what killed processes left in incoming/; returns how many files."""
         removed, cutoff = 0, time.time() - max_age
-        for path in self.incoming_dir().glob(_TEMP + "*"):
+        for path in self.incoming_dir().glob(TEMP_PREFIX + "*"):
             with contextlib.suppress(FileNotFoundError):  # its request closed it meanwhile
                 if path.stat().st_mtime < cutoff:
                     path.unlink()
@@ -121,7 +121,7 @@ class Storage:
 
     def _write_atomically(self, path: Path, chunks) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TEMP)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX)
         try:
             with os.fdopen(fd, "wb") as f:  # buffered: its write() always writes the whole chunk
                 for chunk in chunks:

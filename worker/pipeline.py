@@ -21,7 +21,7 @@ from flask import current_app
 
 from portal import metrics
 from portal.models import RATIOS, Campaign, Variant, db, utcnow
-from portal.storage import storage
+from portal.storage import TEMP_PREFIX, storage
 
 from . import cropping, imaging, sources
 
@@ -35,7 +35,6 @@ class Fenced(Exception):
 # The database is away (stopped, stalled, restarting): the task retries, the reconciler covers the rest.
 DATABASE_AWAY = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
 STAGING = ".attempt-"  # <campaign>/.attempt-<n>/: one run's outputs until its fenced finish
-TEMP = ".tmp-"  # storage.write's temporary names
 
 
 class StorageFull(sources.TransientSourceError):
@@ -119,7 +118,7 @@ def _remove_leftovers(campaign_id: str) -> None:
     for path in folder.iterdir():
         if path.name.startswith(STAGING):
             shutil.rmtree(path, ignore_errors=True)
-        elif path.name.startswith(TEMP):
+        elif path.name.startswith(TEMP_PREFIX):
             path.unlink(missing_ok=True)
 
 
