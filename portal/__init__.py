@@ -103,10 +103,11 @@ def _secret_key(app: Flask) -> str:
 def _engine_options(uri: str) -> dict:
     if uri.startswith("mysql"):
         # Fail fast instead of hanging on a dead server; recycle before MariaDB's wait_timeout.
-        # PyMySQL waits read_timeout for the handshake and for pre-ping too, so a stalled
-        # (SIGSTOPped) server costs a request up to read_timeout once; _fail_fast spares the rest.
+        # PyMySQL waits read_timeout for the handshake and for a reply, so a stalled (SIGSTOPped)
+        # server costs a request up to read_timeout once; _fail_fast spares the rest.
+        # No pool_pre_ping: _fail_fast checks each checked-out connection without a round trip.
         # READ COMMITTED: no gap locks, so concurrent workers do not deadlock on the variants index.
-        return {"pool_pre_ping": True, "pool_recycle": 1800, "pool_timeout": 5,
+        return {"pool_recycle": 1800, "pool_timeout": 5,
                 "isolation_level": "READ COMMITTED",
                 "connect_args": {"connect_timeout": 3, "read_timeout": 10, "write_timeout": 10,
                                  "charset": "utf8mb4"}}
@@ -172,13 +173,18 @@ def _fail_fast(engine: sa.Engine, seconds: float = 5.0) -> _Breaker:
     def _connected(_dbapi_connection, _record):
         breaker.succeeded()
 
+    @sa.event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection, _record, _proxy):
+        # Instead of pool_pre_ping's round trip: a pooled connection a restart closed is seen
+        # by its socket, and the pool replaces it (DisconnectionError) before any statement.
+        if dbapi_connection.closed_by_server():
+            raise sa.exc.DisconnectionError("The database closed this pooled connection.")
+
     @sa.event.listens_for(engine, "handle_error")
     def _errored(context: sa.engine.ExceptionContext):
         error = context.original_exception
         if isinstance(error, DatabaseUnreachable):
             return
-        if getattr(context, "is_pre_ping", False) and "timed out" not in str(error):
-            return  # a pooled connection closed by a restart: the reconnect right after decides
         if context.is_disconnect or (context.connection is None and
                                      isinstance(context.sqlalchemy_exception, sa.exc.OperationalError)):
             breaker.failed()

@@ -1,6 +1,8 @@
 """portal/mysql_connection.py against MariaDB: one ROLLBACK per session, and nothing lost by it."""
 from __future__ import annotations
 
+import time
+
 from it_stack import MYSQL, create_database, drop_database, mysql_url, require_services
 
 from portal import create_app
@@ -68,3 +70,56 @@ def test_a_request_session_sends_one_rollback_not_two(tmp_path):
     finally:
         drop_database(database)
     assert second - first == 1, "the session's close and the pool's return each sent a ROLLBACK"
+
+
+def test_a_connection_the_server_closed_is_seen_without_a_round_trip():
+    require_services(need_redis=False)
+    conn = SkipIdleRollback(**MYSQL, autocommit=False)
+    killer = SkipIdleRollback(**MYSQL, autocommit=True)
+    try:
+        conn.query("SELECT 1")
+        conn.rollback()
+        assert not conn.closed_by_server(), "an idle live connection has nothing to read"
+        with killer.cursor() as cur:
+            cur.execute("SHOW GLOBAL STATUS LIKE 'Questions'")
+            questions = int(cur.fetchone()[1])
+            assert not conn.closed_by_server()
+            cur.execute("SHOW GLOBAL STATUS LIKE 'Questions'")  # counts its own SHOW, nothing else of ours
+            assert int(cur.fetchone()[1]) - questions <= 2
+            cur.execute(f"KILL CONNECTION {conn.thread_id()}")
+        deadline = time.monotonic() + 5
+        while not conn.closed_by_server():
+            assert time.monotonic() < deadline, "the killed connection still looks alive"
+            time.sleep(0.01)
+    finally:
+        conn._force_close()
+        killer.close()
+
+
+def test_the_pool_replaces_a_connection_closed_by_a_restart_before_any_statement(tmp_path):
+    """No pool_pre_ping: the checkout sees the closed socket, the pool connects afresh, and the
+    request's query neither fails nor trips the fail-fast breaker."""
+    require_services(need_redis=False)
+    database = create_database("portal_it_conn")
+    app = create_app({"TESTING": True, "SECRET_KEY": "test", "INSTANCE_DIR": str(tmp_path),
+                      "SQLALCHEMY_DATABASE_URI": mysql_url(database), "CELERY_BROKER_URL": "memory://",
+                      "STORAGE_DIR": str(tmp_path / "storage"), "IMPORT_DIR": str(tmp_path)})
+    killer = SkipIdleRollback(**MYSQL, autocommit=True)
+    try:
+        with app.app_context():
+            assert not db.engine.pool._pre_ping
+            first = db.session.connection().exec_driver_sql("SELECT CONNECTION_ID()").scalar()
+            db.session.remove()
+            with killer.cursor() as cur:
+                cur.execute(f"KILL CONNECTION {first}")  # what a restart does to every pooled connection
+            time.sleep(0.2)
+            with app.test_request_context("/"):  # the breaker watches web requests only
+                second = db.session.connection().exec_driver_sql("SELECT CONNECTION_ID()").scalar()
+                db.session.remove()
+                assert second != first, "a fresh connection replaced the killed one"
+                assert app.extensions["db_breaker"].allow(), "replacing a closed connection is not an outage"
+                assert app.extensions["db_breaker"].until == 0.0
+            db.engine.dispose()
+    finally:
+        killer.close()
+        drop_database(database)
