@@ -11,7 +11,7 @@ from flask import Flask, has_request_context
 from flask_migrate import Migrate
 from flask_wtf.csrf import CSRFProtect
 
-from . import config, logs
+from . import config, logs, read_only
 from .mysql_connection import SkipIdleRollback
 from .request_body import Request
 
@@ -61,7 +61,8 @@ def create_app(test_config: dict | None = None) -> Flask:
             _sqlite_pragmas(db.engine)
     elif app.config["SQLALCHEMY_DATABASE_URI"].startswith("mysql"):
         with app.app_context():
-            app.extensions["db_breaker"] = _fail_fast(db.engine)
+            read_only.init_app(app, app.config["SQLALCHEMY_ENGINE_OPTIONS"])
+            app.extensions["db_breaker"] = _fail_fast(read_only.engines())
     return app
 
 
@@ -156,9 +157,15 @@ class DatabaseUnreachable(pymysql.err.OperationalError):
     """Raised instead of connecting while the breaker is open; the 503 handler answers it."""
 
 
-def _fail_fast(engine: sa.Engine, seconds: float = 5.0) -> _Breaker:
+def _fail_fast(engines: list[sa.Engine], seconds: float = 5.0) -> _Breaker:
+    """One breaker for every engine of the database (the default one and the read-only one)."""
     breaker = _Breaker(seconds)
+    for engine in engines:
+        _watch(engine, breaker)
+    return breaker
 
+
+def _watch(engine: sa.Engine, breaker: _Breaker) -> None:
     @sa.event.listens_for(engine, "do_connect")
     def _before_connect(_dialect, _record, _cargs, _cparams):
         # Web requests only: the worker and beat keep their own retry logic and timing.
@@ -188,5 +195,3 @@ def _fail_fast(engine: sa.Engine, seconds: float = 5.0) -> _Breaker:
         if context.is_disconnect or (context.connection is None and
                                      isinstance(context.sqlalchemy_exception, sa.exc.OperationalError)):
             breaker.failed()
-
-    return breaker

@@ -26,6 +26,8 @@ from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry,
                                Histogram, generate_latest, multiprocess)
 from prometheus_client.core import GaugeMetricFamily
 
+from . import read_only
+
 log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -179,17 +181,16 @@ class StateCollector:
         yield gauge
 
     def _db_pool(self):
-        from .models import db
-
-        pool = db.engine.pool
-        if not hasattr(pool, "checkedout"):
-            return  # a pool without a size (NullPool, StaticPool): nothing to report
+        # The default engine's pool and the read-only one's (portal/read_only.py), together.
+        pools = [e.pool for e in read_only.engines() if hasattr(e.pool, "checkedout")]
+        if not pools:
+            return  # pools without a size (NullPool, StaticPool): nothing to report
         checked_out = GaugeMetricFamily(
-            "portal_db_pool_checked_out", "Database connections in use in this web process's pool.")
-        checked_out.add_metric([], pool.checkedout())
+            "portal_db_pool_checked_out", "Database connections in use in this web process's pools.")
+        checked_out.add_metric([], sum(pool.checkedout() for pool in pools))
         yield checked_out
-        size = GaugeMetricFamily("portal_db_pool_size", "Configured size of this process's pool.")
-        size.add_metric([], pool.size())
+        size = GaugeMetricFamily("portal_db_pool_size", "Configured size of this process's pools.")
+        size.add_metric([], sum(pool.size() for pool in pools))
         yield size
 
     def _storage(self):

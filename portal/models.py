@@ -9,6 +9,8 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from .read_only import RoutingSession
+
 
 class Base(DeclarativeBase):
     # A naming convention keeps constraint names, and so migrations, stable across databases.
@@ -21,7 +23,8 @@ class Base(DeclarativeBase):
     })
 
 
-db = SQLAlchemy(model_class=Base)
+# GET and HEAD requests read on autocommit, read-only connections (portal/read_only.py).
+db = SQLAlchemy(model_class=Base, session_options={"class_": RoutingSession})
 
 # Microsecond timestamps on MySQL/MariaDB too: leases and "newest first" need them.
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")

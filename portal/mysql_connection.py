@@ -45,6 +45,6 @@ class SkipIdleRollback(Connection):
         self._idle = True
 
     def rollback(self) -> None:
-        if not self._idle:
+        if not self._idle and not self.autocommit_mode:  # autocommit: no transaction to end
             super().rollback()
             self._idle = True

@@ -33,8 +33,9 @@ def celery_init_app(app: Flask) -> Celery:
     def _fresh_connections(**_):
         # A forked pool child must not share the parent's sockets (sqlalchemy#7815).
         with app.app_context():
-            from portal.models import db
-            db.engine.dispose(close=False)
+            from portal import read_only
+            for engine in read_only.engines():
+                engine.dispose(close=False)
         from . import cropping, limits
         cropping.warm_up()  # load the face cascades now, not during the child's first render
         limits.apply_memory_limit(app.config["WORKER_MEMORY_MB"])  # MemoryError, not an OOM kill

@@ -1,12 +1,16 @@
-"""portal/mysql_connection.py against MariaDB: one ROLLBACK per session, and nothing lost by it."""
+"""The MySQL connection layer against MariaDB: one ROLLBACK per session and nothing lost by it
+(portal/mysql_connection.py), closed connections replaced without a ping, GET requests on
+autocommit read-only connections (portal/read_only.py)."""
 from __future__ import annotations
 
 import time
 
+import pytest
+import sqlalchemy as sa
 from it_stack import MYSQL, create_database, drop_database, mysql_url, require_services
 
-from portal import create_app
-from portal.models import db
+from portal import create_app, read_only
+from portal.models import User, db
 from portal.mysql_connection import SkipIdleRollback
 
 
@@ -107,9 +111,11 @@ def test_the_pool_replaces_a_connection_closed_by_a_restart_before_any_statement
     killer = SkipIdleRollback(**MYSQL, autocommit=True)
     try:
         with app.app_context():
-            assert not db.engine.pool._pre_ping
-            first = db.session.connection().exec_driver_sql("SELECT CONNECTION_ID()").scalar()
-            db.session.remove()
+            assert len(read_only.engines()) == 2
+            assert not any(engine.pool._pre_ping for engine in read_only.engines())
+            with app.test_request_context("/"):
+                first = db.session.connection().exec_driver_sql("SELECT CONNECTION_ID()").scalar()
+                db.session.remove()
             with killer.cursor() as cur:
                 cur.execute(f"KILL CONNECTION {first}")  # what a restart does to every pooled connection
             time.sleep(0.2)
@@ -119,7 +125,55 @@ def test_the_pool_replaces_a_connection_closed_by_a_restart_before_any_statement
                 assert second != first, "a fresh connection replaced the killed one"
                 assert app.extensions["db_breaker"].allow(), "replacing a closed connection is not an outage"
                 assert app.extensions["db_breaker"].until == 0.0
-            db.engine.dispose()
+            for engine in read_only.engines():
+                engine.dispose()
     finally:
         killer.close()
+        drop_database(database)
+
+
+def test_get_requests_read_on_autocommit_read_only_connections(tmp_path):
+    """portal/read_only.py: a GET's session ends without a ROLLBACK and cannot write; a POST's is
+    the ordinary transactional one."""
+    require_services(need_redis=False)
+    database = create_database("portal_it_conn")
+    app = create_app({"TESTING": True, "SECRET_KEY": "test", "INSTANCE_DIR": str(tmp_path),
+                      "SQLALCHEMY_DATABASE_URI": mysql_url(database), "CELERY_BROKER_URL": "memory://",
+                      "STORAGE_DIR": str(tmp_path / "storage"), "IMPORT_DIR": str(tmp_path)})
+
+    def rollbacks(conn) -> int:
+        return int(conn.exec_driver_sql("SHOW SESSION STATUS LIKE 'Com_rollback'").one()[1])
+
+    try:
+        with app.app_context():
+            db.create_all()
+        with app.test_request_context("/api/campaigns", method="GET"):
+            conn = db.session.connection()
+            assert conn.connection.dbapi_connection.autocommit_mode
+            # The default engine's timeouts: a stalled server must not hang a GET.
+            assert conn.connection.dbapi_connection._read_timeout == 10
+            assert conn.engine.pool._recycle == db.engine.pool._recycle == 1800
+            before = rollbacks(conn)
+            assert db.session.execute(sa.select(sa.func.count()).select_from(User)).scalar() == 0
+            db.session.remove()  # what the end of a request does
+            conn = db.session.connection()  # the same pooled connection again
+            assert rollbacks(conn) == before, "a GET's session sent a ROLLBACK"
+            with pytest.raises(sa.exc.OperationalError, match="1792"):  # READ ONLY transaction
+                db.session.execute(sa.insert(User).values(username="x", password_hash="h", is_admin=False))
+            db.session.remove()
+        with app.test_request_context("/api/campaigns", method="POST"):
+            conn = db.session.connection()
+            assert not conn.connection.dbapi_connection.autocommit_mode
+            db.session.execute(sa.insert(User).values(username="y", password_hash="h", is_admin=False))
+            db.session.rollback()  # a transaction: undone
+            db.session.execute(sa.insert(User).values(username="z", password_hash="h", is_admin=False))
+            db.session.commit()
+            db.session.remove()
+        with app.app_context():  # the worker and the CLI: no request, the transactional engine
+            assert not db.session.connection().connection.dbapi_connection.autocommit_mode
+            assert db.session.execute(sa.select(User.username)).scalars().all() == ["z"]
+            db.session.remove()
+            for engine in read_only.engines():
+                engine.dispose()
+    finally:
         drop_database(database)
