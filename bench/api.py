@@ -2,12 +2,17 @@
 
     .venv/bin/python bench/api.py                 # ~2 min: 7 wrk runs of 12 s + start-up
     .venv/bin/python bench/api.py --duration 20 --connections 50 --workers 4 --threads 4
+    .venv/bin/python bench/api.py --other /tmp/base   # then an A/B of the GETs against another checkout
 
 Starts the real app (MariaDB throw-away database, Redis db 13, no Celery worker: the POSTs'
 tasks wait in the queue) and bench/floor_app.py under the same gunicorn settings, creates a user
 and a few campaigns, then runs wrk (50 connections on loopback, HTTP Basic on every request)
 against each route and prints p50/p99 (from wrk's Lua done(), bench/wrk_report.lua), req/s,
-errors, and the ratios to the floor. See bench/README.md ("API load benchmark").
+errors, and the ratios to the floor. With --other (a second checkout, e.g. `git worktree add
+/tmp/base HEAD~3`, run with this checkout's Python against the same database), the GET routes are
+then measured again in rounds alternating the two checkouts, with the CPU of gunicorn, MariaDB
+and Redis per request: on two shared cores only such interleaved figures compare two versions.
+See bench/README.md ("API load benchmark").
 """
 from __future__ import annotations
 
@@ -25,11 +30,13 @@ import base64  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
-from benchstack import GUNICORN_THREADS, GUNICORN_WORKERS, USER, Stack, tree_cpu_seconds, uptime  # noqa: E402
+from benchstack import (GUNICORN_THREADS, GUNICORN_WORKERS, USER, Stack, services_cpu_seconds,  # noqa: E402
+                        tree_cpu_seconds, uptime)
 from PIL import Image  # noqa: E402
 
 LUA = HERE / "wrk_report.lua"
@@ -90,6 +97,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=GUNICORN_THREADS, help="gunicorn threads (both apps)")
     parser.add_argument("--campaigns", type=int, default=25,
                         help="campaigns created before the runs (more than a page: the list is full and counted)")
+    parser.add_argument("--other", type=Path, help="a second checkout: A/B of the GET routes, rounds interleaved")
+    parser.add_argument("--rounds", type=int, default=3, help="A/B rounds per route and checkout (with --other)")
     parser.add_argument("--auth-cache-seconds", type=int, default=None,
                         help="PORTAL_AUTH_CACHE_SECONDS for the portal (0: a users query on every request)")
     opts = parser.parse_args()
@@ -129,9 +138,60 @@ def main() -> int:
                   f"{r['rps']:.0f} req/s, errors {r['errors']}, gunicorn CPU {r['cpu_ms']:.2f} ms/req", flush=True)
             time.sleep(1)
         pending = stack.query("SELECT COUNT(*) FROM campaigns")[0][0]
+        if opts.other:
+            other = stack.gunicorn("other", "wsgi:app", cwd=opts.other.resolve(), **gunicorn)
+            pair = {"this": ("portal", base), "other": ("other", other)}
+            ab = compare(stack, pair, ids[0], {**run, "seconds": min(opts.duration, 8)}, opts.rounds)
     print_table(results, opts)
+    if opts.other:
+        print_comparison(ab, opts)
     print(f"\ncampaigns in the database after the POST run: {pending}; {uptime()}")
     return 0
+
+
+def compare(stack: Stack, bases: dict[str, tuple[str, str]], campaign_id: str, run: dict, rounds: int) -> dict:
+    """bases: label -> (gunicorn name in the stack, base URL). Returns route -> label -> [(p50 ms,
+    CPU ms per request of gunicorn + MariaDB + Redis)], one per round."""
+    routes = {"GET /api/campaigns/<id>": f"/api/campaigns/{campaign_id}", "GET /api/campaigns": "/api/campaigns",
+              "GET /campaigns/<id>/status (htmx)": f"/campaigns/{campaign_id}/status"}
+    for _, base in bases.values():  # warm: every worker has signed in once
+        wrk(base + routes["GET /api/campaigns/<id>"], **{**run, "seconds": 3})
+    found: dict = {route: {name: [] for name in bases} for route in routes}
+    for n in range(rounds):
+        for route, path in routes.items():
+            for name, (server, base) in (list(bases.items()) if n % 2 == 0 else list(bases.items())[::-1]):
+                commands = mariadb_commands(stack)
+                before = tree_cpu_seconds(stack.pids[server]) + sum(services_cpu_seconds().values())
+                r = wrk(base + path, headers={"HX-Request": "true"}, **run)
+                after = tree_cpu_seconds(stack.pids[server]) + sum(services_cpu_seconds().values())
+                commands = mariadb_commands(stack) - commands
+                if r["errors"] or r["non2xx"]:
+                    raise RuntimeError(f"{name} {route}: {r['errors']} errors, {r['non2xx']} non-2xx")
+                requests = max(r["requests"], 1)
+                found[route][name].append((r["p50_us"] / 1000, (after - before) * 1000 / requests, commands / requests))
+                print(f"  A/B round {n + 1} {route} {name}: p50 {found[route][name][-1][0]:.1f} ms, "
+                      f"{found[route][name][-1][1]:.2f} ms CPU/req, {commands / requests:.2f} MariaDB commands/req",
+                      flush=True)
+    return found
+
+
+def mariadb_commands(stack: Stack) -> int:
+    """Statements (ROLLBACK included) and pings MariaDB has served so far: one round trip each."""
+    rows = stack.query("SHOW GLOBAL STATUS WHERE Variable_name IN ('Questions', 'Com_admin_commands')", keep=True)
+    return sum(int(value) for _, value in rows)
+
+
+def print_comparison(found: dict, opts) -> None:
+    print(f"\nA/B, rounds interleaved: this checkout against {opts.other} (medians over {opts.rounds} rounds; "
+          "CPU = gunicorn + MariaDB + Redis per request)\n")
+    print("| route | this p50 ms | other p50 ms | this CPU ms/req | other CPU ms/req | CPU this / other | "
+          "MariaDB commands/req this / other |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for route, by_name in found.items():
+        p50, cpu, commands = ({name: statistics.median(v[i] for v in values) for name, values in by_name.items()}
+                              for i in range(3))
+        print(f"| {route} | {p50['this']:.1f} | {p50['other']:.1f} | {cpu['this']:.2f} | {cpu['other']:.2f} | "
+              f"{cpu['this'] / cpu['other']:.2f} | {commands['this']:.2f} / {commands['other']:.2f} |")
 
 
 def print_table(results: list[tuple[str, dict]], opts) -> None:

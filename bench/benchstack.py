@@ -72,6 +72,17 @@ def tree_cpu_seconds(root_pid: int) -> float:
     return total / tick
 
 
+def pids_of(name: str) -> list[int]:
+    out = subprocess.run(["pidof", name], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in out]
+
+
+def services_cpu_seconds() -> dict[str, float]:
+    """CPU seconds so far of the machine's MariaDB and Redis servers."""
+    return {"MariaDB": sum(tree_cpu_seconds(p) for p in pids_of("mariadbd") or pids_of("mysqld")),
+            "Redis": sum(tree_cpu_seconds(p) for p in pids_of("redis-server"))}
+
+
 def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 

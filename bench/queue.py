@@ -32,7 +32,6 @@ import multiprocessing as mp  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
-import subprocess  # noqa: E402
 import statistics  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -41,7 +40,7 @@ from datetime import datetime, timezone  # noqa: E402
 from urllib.parse import urlsplit  # noqa: E402
 
 import it_images  # noqa: E402
-from benchstack import USER, Stack, tree_cpu_seconds, uptime  # noqa: E402
+from benchstack import USER, Stack, services_cpu_seconds, tree_cpu_seconds, uptime  # noqa: E402
 from PIL import Image  # noqa: E402
 from urllib3 import encode_multipart_formdata  # noqa: E402
 
@@ -168,18 +167,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
-def _pids(name: str) -> list[int]:
-    out = subprocess.run(["pidof", name], capture_output=True, text=True).stdout.split()
-    return [int(p) for p in out]
-
-
 def cpu_by_part(stack: Stack) -> dict[str, float]:
     """CPU seconds so far of each part of the stack, and of this process (the uploading client)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     return {"celery worker": tree_cpu_seconds(stack.pids["worker"]),
             "gunicorn": tree_cpu_seconds(stack.pids["portal"]),
-            "MariaDB": sum(tree_cpu_seconds(p) for p in _pids("mariadbd") or _pids("mysqld")),
-            "Redis": sum(tree_cpu_seconds(p) for p in _pids("redis-server")),
+            **services_cpu_seconds(),
             "bench client": own.ru_utime + own.ru_stime}
 
 
