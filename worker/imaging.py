@@ -163,7 +163,7 @@ def render(
     crops = crops or {}
     src, boxes = _decode(data, fmt, focal, crops, max_pixels, max_side)
     t_decoded = time.perf_counter()
-    preview = _fit(src, SOURCE_PREVIEW_SIZE)  # made first: the placer looks at a copy of it
+    preview = _fit(src, SOURCE_PREVIEW_SIZE)  # made first: the placer looks at it
     if place is not None and focal is None:
         # The preview itself: the placer box-reduces it to its ~330x248 (cropping._small_rgb) in
         # ~1 ms; an intermediate 660 px copy (Pillow BOX at a fractional factor) cost 4-5 ms more.
