@@ -151,7 +151,7 @@ def main() -> int:
 
 def compare(stack: Stack, bases: dict[str, tuple[str, str]], campaign_id: str, run: dict, rounds: int) -> dict:
     """bases: label -> (gunicorn name in the stack, base URL). Returns route -> label -> [(p50 ms,
-    CPU ms per request of gunicorn + MariaDB + Redis)], one per round."""
+    CPU ms per request of gunicorn + MariaDB + Redis, MariaDB commands per request)], one per round."""
     routes = {"GET /api/campaigns/<id>": f"/api/campaigns/{campaign_id}", "GET /api/campaigns": "/api/campaigns",
               "GET /campaigns/<id>/status (htmx)": f"/campaigns/{campaign_id}/status"}
     for _, base in bases.values():  # warm: every worker has signed in once
