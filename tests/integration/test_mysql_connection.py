@@ -7,11 +7,17 @@ import time
 
 import pytest
 import sqlalchemy as sa
+from factories import app_settings
 from it_stack import MYSQL, create_database, drop_database, mysql_url, require_services
 
 from portal import create_app, read_only
 from portal.models import User, db
 from portal.mysql_connection import SkipIdleRollback
+
+
+def mysql_app(folder, database: str):
+    """A test app (tests/unit/factories.py settings) on a MariaDB database of its own."""
+    return create_app({**app_settings(folder), "SQLALCHEMY_DATABASE_URI": mysql_url(database)})
 
 
 def rollbacks_sent(conn) -> int:
@@ -53,9 +59,7 @@ def test_a_second_rollback_with_nothing_sent_between_is_not_sent():
 def test_a_request_session_sends_one_rollback_not_two(tmp_path):
     require_services(need_redis=False)
     database = create_database("portal_it_conn")
-    app = create_app({"TESTING": True, "SECRET_KEY": "test", "INSTANCE_DIR": str(tmp_path),
-                      "SQLALCHEMY_DATABASE_URI": mysql_url(database), "CELERY_BROKER_URL": "memory://",
-                      "STORAGE_DIR": str(tmp_path / "storage"), "IMPORT_DIR": str(tmp_path)})
+    app = mysql_app(tmp_path, database)
 
     def session_rollbacks() -> int:
         # A session's read, ended as a request ends it (portal._release_session).
@@ -105,9 +109,7 @@ def test_the_pool_replaces_a_connection_closed_by_a_restart_before_any_statement
     request's query neither fails nor trips the fail-fast breaker."""
     require_services(need_redis=False)
     database = create_database("portal_it_conn")
-    app = create_app({"TESTING": True, "SECRET_KEY": "test", "INSTANCE_DIR": str(tmp_path),
-                      "SQLALCHEMY_DATABASE_URI": mysql_url(database), "CELERY_BROKER_URL": "memory://",
-                      "STORAGE_DIR": str(tmp_path / "storage"), "IMPORT_DIR": str(tmp_path)})
+    app = mysql_app(tmp_path, database)
     killer = SkipIdleRollback(**MYSQL, autocommit=True)
     try:
         with app.app_context():
@@ -137,9 +139,7 @@ def test_get_requests_read_on_autocommit_read_only_connections(tmp_path):
     the ordinary transactional one."""
     require_services(need_redis=False)
     database = create_database("portal_it_conn")
-    app = create_app({"TESTING": True, "SECRET_KEY": "test", "INSTANCE_DIR": str(tmp_path),
-                      "SQLALCHEMY_DATABASE_URI": mysql_url(database), "CELERY_BROKER_URL": "memory://",
-                      "STORAGE_DIR": str(tmp_path / "storage"), "IMPORT_DIR": str(tmp_path)})
+    app = mysql_app(tmp_path, database)
 
     def rollbacks(conn) -> int:
         return int(conn.exec_driver_sql("SHOW SESSION STATUS LIKE 'Com_rollback'").one()[1])
