@@ -109,6 +109,7 @@ def main() -> int:
         if opts.auth_cache_seconds is not None:
             stack.env["PORTAL_AUTH_CACHE_SECONDS"] = str(opts.auth_cache_seconds)
         base = stack.gunicorn("portal", "wsgi:app", **gunicorn)
+        stack.env["FLOOR_PASSWORD"] = stack.password  # the floor's authenticated rows check the bench user's
         floor_base = stack.gunicorn("floor", "bench.floor_app:app", **gunicorn)
         ids = setup_campaigns(stack, base, opts.campaigns)
         auth = "Basic " + base64.b64encode(f"{USER}:{stack.password}".encode()).decode()
@@ -116,10 +117,13 @@ def main() -> int:
         print(f"gunicorn --workers {opts.workers} --threads {opts.threads} (both apps); wrk -c{opts.connections} "
               f"-t{opts.wrk_threads} -d{opts.duration}s; warming up...", flush=True)
         wrk(f"{base}/api/campaigns/{ids[0]}", **{**run, "seconds": 3})  # every worker verifies once
-        wrk(f"{floor_base}/floor", **{**run, "seconds": 3})
+        wrk(f"{floor_base}/floor/row/{ids[0]}", **{**run, "seconds": 3})  # every thread connects once
         body = json.dumps({**BRIEF, "name": "Bench POST"}).encode()
         cases = [
             ("floor: bare Flask JSON", "floor", lambda: wrk(f"{floor_base}/floor", **run)),
+            ("floor + Basic auth (constant-time compare)", "floor", lambda: wrk(f"{floor_base}/floor/auth", **run)),
+            ("floor + auth + one PyMySQL SELECT of the row", "floor",
+             lambda: wrk(f"{floor_base}/floor/row/{ids[0]}", **run)),
             ("GET /api/campaigns/<id>", "portal", lambda: wrk(f"{base}/api/campaigns/{ids[0]}", **run)),
             ("GET /api/campaigns", "portal", lambda: wrk(f"{base}/api/campaigns", **run)),
             ("GET /campaigns/<id>/status (htmx)", "portal",
