@@ -27,8 +27,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from worker import cropping, imaging  # noqa: E402
-from worker.imaging import RATIOS, Box, crop_box  # noqa: E402
+from worker import cropping, decoding, imaging  # noqa: E402
+from worker.boxes import RATIOS, Box, crop_box  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 Rect = tuple[float, float, float, float]  # x, y, w, h
@@ -349,7 +349,7 @@ def render_timing(photo: Image.Image) -> str:
         buf = BytesIO()
         big.save(buf, "JPEG", quality=90)
         render_ms = min(sum(imaging.render(buf.getvalue()).timings_ms.values()) for _ in range(3))
-        s = imaging.decode_scale(*size)
+        s = decoding.decode_scale(*size)
         seen = big if s == 1 else Image.open(BytesIO(buf.getvalue()))
         if s != 1:
             seen.draft("RGB", (round(size[0] * s), round(size[1] * s)))

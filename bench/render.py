@@ -39,13 +39,13 @@ import pyvips  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from worker import cropping, imaging, jpeg_output  # noqa: E402
+from worker import boxes, cropping, decoding, imaging, jpeg_output  # noqa: E402
 
 cv2.setNumThreads(1)
 pyvips.cache_set_max(0)
 Image.MAX_IMAGE_PIXELS = None  # our own 50 MP input
 
-RATIOS = imaging.RATIOS
+RATIOS = boxes.RATIOS
 Q = imaging.JPEG_QUALITY
 
 
@@ -125,13 +125,13 @@ def ours(data: bytes):
 @contextmanager
 def dct_scaled():
     """render() shrinking every JPEG on load as far as its crops allow, however small the file:
-    the other side of the speed/PSNR trade-off (imaging.FULL_DECODE_PIXELS)."""
-    saved = imaging.FULL_DECODE_PIXELS
-    imaging.FULL_DECODE_PIXELS = 0
+    the other side of the speed/PSNR trade-off (decoding.FULL_DECODE_PIXELS)."""
+    saved = decoding.FULL_DECODE_PIXELS
+    decoding.FULL_DECODE_PIXELS = 0
     try:
         yield
     finally:
-        imaging.FULL_DECODE_PIXELS = saved
+        decoding.FULL_DECODE_PIXELS = saved
 
 
 def ours_dct(data: bytes):
@@ -157,7 +157,7 @@ def original(data: bytes):
     im = im.convert("RGB")  # full decode, no draft
     out = {}
     for ratio, size in RATIOS.items():
-        b = imaging.crop_box(im.width, im.height, ratio)
+        b = boxes.crop_box(im.width, im.height, ratio)
         box = (b.x, b.y, b.x + b.w, b.y + b.h)
         small = im.crop(box).resize(size, Image.Resampling.LANCZOS)
         out[ratio] = (encode(small, "JPEG", quality=Q), box)
@@ -174,7 +174,7 @@ def vips_thumbnail(data: bytes):
 
 
 def _shrink(width: int, height: int) -> int:
-    return round(1 / imaging.decode_scale(width, height))
+    return round(1 / decoding.decode_scale(width, height))
 
 
 def _shrink_max(width: int, height: int) -> int:
@@ -197,10 +197,10 @@ def vips_best(data: bytes, previews: bool = True):
     scale_x, scale_y = im.width / W, im.height / H
     f = min(1.0, (4 * cropping.FACE_PIXELS / (im.width * im.height)) ** 0.5)
     small = Image.fromarray(im.resize(f).numpy())
-    boxes = cropping.place(small, W, H)
+    placed = cropping.place(small, W, H)
     out = {}
     for ratio, (w, h) in RATIOS.items():
-        b = boxes[ratio]
+        b = placed[ratio]
         x0, y0 = round(b.x * scale_x), round(b.y * scale_y)
         cw = min(im.width - x0, round(b.w * scale_x))
         ch = min(im.height - y0, round(b.h * scale_y))
@@ -235,7 +235,7 @@ def floor_pillow(data: bytes):
     im, s, W, H = _floor_decode(data)
     out = {}
     for ratio, size in RATIOS.items():
-        b = imaging.crop_box(W, H, ratio)
+        b = boxes.crop_box(W, H, ratio)
         box = (b.x * s, b.y * s, (b.x + b.w) * s, (b.y + b.h) * s)
         small = im.resize(size, Image.Resampling.BILINEAR, box=box, reducing_gap=2.0)
         out[ratio] = (encode(small, "JPEG", quality=Q, subsampling=2), None)
@@ -248,7 +248,7 @@ def floor_cv2(data: bytes):
     arr = np.asarray(im)
     out = {}
     for ratio, size in RATIOS.items():
-        b = imaging.crop_box(W, H, ratio)
+        b = boxes.crop_box(W, H, ratio)
         x0, y0 = round(b.x * s), round(b.y * s)
         view = arr[y0:y0 + round(b.h * s), x0:x0 + round(b.w * s)]
         small = cv2.resize(view, size, interpolation=cv2.INTER_AREA)
@@ -266,7 +266,7 @@ def floor_vips(data: bytes, kernel: str = "linear", gap: float = 2.0):
     im = pyvips.Image.new_from_buffer(data, "", shrink=s).copy_memory() if s > 1 else head.copy_memory()
     out = {}
     for ratio, (w, h) in RATIOS.items():
-        b = imaging.crop_box(W, H, ratio)
+        b = boxes.crop_box(W, H, ratio)
         c = im.crop(b.x // s, b.y // s, b.w // s, b.h // s)
         v = c.resize(w / c.width, vscale=h / c.height, kernel=kernel, gap=gap)
         out[ratio] = (v.jpegsave_buffer(Q=Q, subsample_mode="on"), None)
@@ -428,9 +428,9 @@ def main() -> None:
             data = path.read_bytes()
             with Image.open(path) as im:
                 W, H = im.size
-            s = imaging.decode_scale(W, H) if im.format == "JPEG" else 1.0
+            s = decoding.decode_scale(W, H) if im.format == "JPEG" else 1.0
             with dct_scaled():
-                s_dct = imaging.decode_scale(W, H) if im.format == "JPEG" else 1.0
+                s_dct = decoding.decode_scale(W, H) if im.format == "JPEG" else 1.0
             times = measure(data, args.runs, PIPELINES | (DCT_SCALED if s_dct < s else {}))
             med = {k: statistics.median(v) for k, v in times.items()}
             floor = min(med[f] for f in FLOORS)
@@ -485,7 +485,7 @@ def main() -> None:
             row = [memory(p, paths[name]) for p in ("ours", "original", "best libvips")]
             method = "" if all(r["reset"] for r in row) else " (ru_maxrss delta: VmHWM reset unavailable)"
             with Image.open(paths[name]) as im:
-                s = imaging.decode_scale(*im.size)
+                s = decoding.decode_scale(*im.size)
                 at = f"{round(im.width * s)}x{round(im.height * s)} (scale {s:g})"
             print(f"| {name} | {at} | " + " | ".join(mib(r["delta"]) for r in row) + f" |{method}", flush=True)
     print("\nmachine after:", " ".join(Path("/proc/loadavg").read_text().split()[:3]))

@@ -15,7 +15,8 @@ from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import Conflict, NotFound
 
-from worker.imaging import Box, ImageRejected, check_crop, sniff_format
+from worker.boxes import Box, check_crop
+from worker.imaging import ImageRejected, sniff_format
 from worker.remote.dropbox_source import LINK_HOSTS, validate_account_path, validate_link
 
 from . import library

@@ -2,7 +2,7 @@
 
 Pure: a decoded image in, boxes out. `analyse()` looks once at a small copy (faces found by
 worker/faces.py, a saliency map of our own); `choose_crop()` then places each
-ratio's window — the same size `imaging.crop_box` gives, so outputs keep full resolution.
+ratio's window — the same size `boxes.crop_box` gives, so outputs keep full resolution.
 
 The window is the largest of its aspect, so it always spans the whole width or the whole
 height: placing it is a choice along one axis, made by rules in priority order:
@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from .faces import find_faces
-from .imaging import RATIOS, Box, crop_box
+from .boxes import RATIOS, Box, crop_box
 
 __all__ = ["Analysis", "analyse", "choose_crop", "choose_crops", "place", "warm_up"]
 

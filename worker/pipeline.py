@@ -23,7 +23,7 @@ from portal import metrics
 from portal.models import RATIOS, Campaign, Variant, db, utcnow
 from portal.storage import TEMP_PREFIX, storage
 
-from . import cropping, imaging, sources
+from . import boxes, cropping, imaging, sources
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ def _run(campaign_id: str, attempt: int) -> None:
     started = time.perf_counter()
     campaign = db.session.get(Campaign, campaign_id, populate_existing=True)
     focal = (campaign.focal_x, campaign.focal_y) if campaign.focal_x is not None else None
-    manual = {r: imaging.Box(**box) for r, box in (campaign.crop_overrides or {}).items()}
+    manual = {r: boxes.Box(**box) for r, box in (campaign.crop_overrides or {}).items()}
     reasons = {r: "manual" if r in manual else "focal" if focal else "auto" for r in RATIOS}
     only = campaign.rerender_ratios or None
     source = sources.fetch(campaign)

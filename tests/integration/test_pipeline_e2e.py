@@ -12,7 +12,7 @@ import pytest
 from it_stack import BRIEF, Stack
 from PIL import Image, ImageChops, ImageStat
 
-from worker.imaging import crop_box
+from worker.boxes import crop_box
 
 pytestmark = pytest.mark.timeout(240)
 

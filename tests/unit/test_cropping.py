@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from skimage import data as skdata
 
 from worker.cropping import Analysis, analyse, choose_crop, choose_crops
-from worker.imaging import RATIOS, Box, crop_box
+from worker.boxes import RATIOS, Box, crop_box
 
 # The astronaut's whole head in her 512x512 photo, hair top to chin, checked by eye on an overlay.
 ASTRONAUT_HEAD = Box(148, 15, 152, 145)

@@ -12,8 +12,10 @@ from io import BytesIO
 import pytest
 from PIL import Image, ImageChops, ImageCms, ImageDraw, ImageFile, JpegImagePlugin
 
-from worker import imaging, jpeg_output
-from worker.imaging import RATIOS, Box, ImageRejected, crop_box, decode_scale, render, sniff_format
+from worker import decoding, imaging, jpeg_output
+from worker.boxes import RATIOS, Box, check_crop, crop_box
+from worker.decoding import decode_scale
+from worker.imaging import ImageRejected, render, sniff_format
 
 RED, BLUE, GREEN, GREY, WHITE = (255, 0, 0), (0, 0, 255), (0, 200, 0), (128, 128, 128), (255, 255, 255)
 
@@ -405,8 +407,8 @@ def test_size_limits_are_checked_from_the_header(monkeypatch):
     data = encode(Image.new("RGB", (1000, 1000), GREY), "PNG")
     monkeypatch.setattr(Image.Image, "load", no_decoding)
     monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
-    for fmt in imaging._LOADERS:  # nor libvips, which does the real decoding
-        monkeypatch.setitem(imaging._LOADERS, fmt, lambda *a, **k: no_decoding(None))
+    for fmt in decoding._LOADERS:  # nor libvips, which does the real decoding
+        monkeypatch.setitem(decoding._LOADERS, fmt, lambda *a, **k: no_decoding(None))
     with pytest.raises(ImageRejected, match=r"1000x1000 pixels \(1 MP\); the limit is 0.5 MP"):
         render(data, max_pixels=500_000)
     with pytest.raises(ImageRejected, match="the limit is 999 pixels on the longest side"):
@@ -439,20 +441,20 @@ def test_decode_scale(size, scale):
 
 @pytest.mark.parametrize(("size", "scale"), [((4000, 3000), 1.0), ((6000, 4000), 0.5), ((12000, 12000), 0.25)])
 def test_decode_scale_without_a_full_decode_budget_goes_as_far_as_the_crops_allow(monkeypatch, size, scale):
-    monkeypatch.setattr(imaging, "FULL_DECODE_PIXELS", 0)
+    monkeypatch.setattr(decoding, "FULL_DECODE_PIXELS", 0)
     assert decode_scale(*size) == scale
 
 
 def test_big_jpegs_are_decoded_at_reduced_scale_with_the_crops_in_place(monkeypatch):
     loads = []
-    jpegload = imaging._LOADERS["JPEG"]
+    jpegload = decoding._LOADERS["JPEG"]
 
     def spy(data, **options):
         loads.append(options)
         return jpegload(data, **options)
 
-    monkeypatch.setitem(imaging._LOADERS, "JPEG", spy)
-    monkeypatch.setattr(imaging, "FULL_DECODE_PIXELS", 10_000_000)  # 14.8 MP: decoded at 1/2
+    monkeypatch.setitem(decoding._LOADERS, "JPEG", spy)
+    monkeypatch.setattr(decoding, "FULL_DECODE_PIXELS", 10_000_000)  # 14.8 MP: decoded at 1/2
     im = Image.new("RGB", (3845, 3843), GREY)  # odd sizes: libjpeg pads the last block
     ImageDraw.Draw(im).rectangle((3500, 3500, 3844, 3842), fill=GREEN)
     focal = (1.0, 1.0)
@@ -466,7 +468,7 @@ def test_big_jpegs_are_decoded_at_reduced_scale_with_the_crops_in_place(monkeypa
         # On the decoded grid: edges at even source pixels, inside the image, within 2 px of the asked box.
         assert all(abs(a - b) <= 2 for a, b in zip(astuple(v.crop), astuple(wanted), strict=True)), v.ratio
         assert v.crop.x % 2 == 0 and v.crop.y % 2 == 0 and v.crop.w % 2 == 0 and v.crop.h % 2 == 0
-        imaging.check_crop(v.ratio, v.crop, 3845, 3843)
+        check_crop(v.ratio, v.crop, 3845, 3843)
         out = decode(v.jpeg)
         sx, sy = v.width / v.crop.w, v.height / v.crop.h
         assert near(out.getpixel((v.width - 5, v.height - 5)), GREEN)
@@ -479,7 +481,7 @@ def test_reduced_scale_decoding_keeps_flipped_axes_aligned(monkeypatch):
     row, col = Image.new("L", (3845, 1)), Image.new("L", (1, 3843))
     row.putdata([round(128 + 60 * math.sin(x / 4)) for x in range(3845)])
     col.putdata([round(128 + 60 * math.sin(y / 5)) for y in range(3843)])
-    monkeypatch.setattr(imaging, "FULL_DECODE_PIXELS", 10_000_000)  # 14.8 MP: decoded at 1/2
+    monkeypatch.setattr(decoding, "FULL_DECODE_PIXELS", 10_000_000)  # 14.8 MP: decoded at 1/2
     waves = ImageChops.add(row.resize((3845, 3843), Image.Resampling.NEAREST),
                            col.resize((3845, 3843), Image.Resampling.NEAREST), 2.0).convert("RGB")
     result = render(oriented_jpeg(waves.transpose(Image.Transpose.TRANSVERSE), 7))
@@ -516,8 +518,8 @@ def test_resize_keeps_50db_at_every_downscale_factor(factor):
     # 4000x3000 JPEGs never shrink a crop more than 2.8x; big PNGs and DCT-scaled JPEGs do.
     source = photo_like(1800, 1800)
     size = (round(1800 / factor),) * 2
-    pixels = imaging.pyvips.Image.new_from_memory(source.tobytes(), 1800, 1800, 3, "uchar")
-    whole = imaging._Source(pixels, "RGB", 1800, 1800, orientation=1, step=1, icc=None)
+    pixels = decoding.pyvips.Image.new_from_memory(source.tobytes(), 1800, 1800, 3, "uchar")
+    whole = decoding.Source(pixels, "RGB", 1800, 1800, orientation=1, step=1, icc=None)
     ours = imaging._resize(whole, Box(0, 0, 1800, 1800), size)
     assert psnr(ours, source.resize(size, Image.Resampling.LANCZOS)) >= 50
 

@@ -7,7 +7,7 @@ from io import BytesIO
 import pytest
 from PIL import Image
 
-from worker import imaging
+from worker import decoding, imaging
 
 
 def encode(im: Image.Image, fmt: str) -> bytes:
@@ -18,16 +18,16 @@ def encode(im: Image.Image, fmt: str) -> bytes:
 
 @pytest.mark.skipif("VIPS_CONCURRENCY" in os.environ, reason="the environment chose libvips' threads")
 def test_libvips_uses_one_thread_per_process():
-    assert imaging.pyvips.concurrency_get() == 1
+    assert decoding.pyvips.concurrency_get() == 1
 
 
 def spy_loaders(monkeypatch) -> list[tuple[str, dict]]:
     calls = []
-    for fmt, load in list(imaging._LOADERS.items()):
+    for fmt, load in list(decoding._LOADERS.items()):
         def spy(data, _fmt=fmt, _load=load, **options):
             calls.append((_fmt, options))
             return _load(data, **options)
-        monkeypatch.setitem(imaging._LOADERS, fmt, spy)
+        monkeypatch.setitem(decoding._LOADERS, fmt, spy)
     return calls
 
 
@@ -48,8 +48,8 @@ def test_a_png_signature_on_other_bytes_never_reaches_a_decoder(monkeypatch):
 
 def test_running_out_of_memory_in_libvips_is_not_called_a_damaged_file(monkeypatch):
     def exhausted(data, **options):
-        raise imaging.pyvips.Error("vips_tracked_malloc: out of memory --- size == 72MB")
+        raise decoding.pyvips.Error("vips_tracked_malloc: out of memory --- size == 72MB")
 
-    monkeypatch.setitem(imaging._LOADERS, "JPEG", exhausted)
+    monkeypatch.setitem(decoding._LOADERS, "JPEG", exhausted)
     with pytest.raises(MemoryError):
         imaging.render(encode(Image.new("RGB", (300, 200), "red"), "JPEG"))

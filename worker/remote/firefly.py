@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ..imaging import RATIOS, sniff_format
+from ..boxes import RATIOS
+from ..image_header import sniff_format
 from . import SourceError, TransientSourceError, safe_fetch
 
 SIZES = {  # the sizes each model accepts (§A2)
