@@ -60,7 +60,7 @@ OUTCOMES = ("completed", "failed", "retried")
 STORAGE_CACHE_SECONDS = 30.0
 
 
-# --- Worker-side helpers (called from worker/pipeline.py) ---------------------------------------
+# --- Worker-side helpers (called from worker/pipeline.py and worker/leases.py) ------------------
 
 def observe_timings(timings: dict) -> None:
     """The pipeline's `timings` (`<stage>_ms`) into the stage histogram; unknown keys ignored."""

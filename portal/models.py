@@ -83,7 +83,7 @@ class Campaign(db.Model):
     # Generation options sent to Firefly with ai_prompt, and whether the source is a stand-in.
     ai_options: Mapped[dict | None] = mapped_column(sa.JSON)
     placeholder: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
-    # Lifecycle: pending -> processing -> completed | failed; see claim() in worker/pipeline.py.
+    # Lifecycle: pending -> processing -> completed | failed; see claim() in worker/leases.py.
     status: Mapped[str] = mapped_column(sa.String(16), default="pending")
     stage: Mapped[str | None] = mapped_column(sa.String(32))
     progress: Mapped[int] = mapped_column(default=0)

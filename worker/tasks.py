@@ -1,13 +1,14 @@
-"""Thin Celery tasks: they take ids and hand over to the pipeline."""
+"""Thin Celery tasks: they take ids and hand over to the pipeline (or the reconciler)."""
 from __future__ import annotations
 
 from celery import shared_task
 
-from . import pipeline
+from . import pipeline, reconciler
+from .leases import DATABASE_AWAY
 
 
 @shared_task(bind=True, name="worker.tasks.process_campaign",
-             autoretry_for=pipeline.DATABASE_AWAY, retry_backoff=True,
+             autoretry_for=DATABASE_AWAY, retry_backoff=True,
              retry_backoff_max=120, retry_jitter=True, max_retries=5)
 def process_campaign(self, campaign_id: str) -> None:
     try:
@@ -20,4 +21,4 @@ def process_campaign(self, campaign_id: str) -> None:
 
 @shared_task(name="worker.tasks.reconcile")
 def reconcile() -> dict[str, int]:
-    return pipeline.reconcile()
+    return reconciler.reconcile()

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from portal.models import RATIOS, Campaign, User, Variant, db, utcnow
-from worker import cropping, imaging, pipeline
+from worker import cropping, imaging, leases, outputs, pipeline, reconciler
 from factories import basic, brief, jpeg_bytes
 
 
@@ -86,30 +86,30 @@ def test_missing_local_file_fails_with_a_reason(app):
 def test_a_second_delivery_does_not_run_again(app):
     row = campaign(app, data=jpeg_bytes())
     pipeline.process(row.id, "task-1")
-    assert pipeline.claim(row.id, "task-2") is None
+    assert leases.claim(row.id, "task-2") is None
     db.session.refresh(row)
     assert (row.status, row.attempt) == ("completed", 1)
 
 
 def test_a_live_run_is_not_taken_over_but_a_stale_one_is(app):
     row = campaign(app, data=jpeg_bytes())
-    assert pipeline.claim(row.id, "task-1") == 1
-    assert pipeline.claim(row.id, "task-2") is None  # heartbeat fresh: someone is working on it
-    assert pipeline.claim(row.id, "task-1") == 2  # the same message redelivered (worker lost)
+    assert leases.claim(row.id, "task-1") == 1
+    assert leases.claim(row.id, "task-2") is None  # heartbeat fresh: someone is working on it
+    assert leases.claim(row.id, "task-1") == 2  # the same message redelivered (worker lost)
     row.heartbeat_at = utcnow() - timedelta(seconds=app.config["LEASE_SECONDS"] + 1)
     db.session.commit()
-    assert pipeline.claim(row.id, "task-3") == 3
+    assert leases.claim(row.id, "task-3") == 3
 
 
 def test_a_superseded_run_cannot_write(app):
     row = campaign(app, data=jpeg_bytes())
-    old = pipeline.claim(row.id, "task-1")
+    old = leases.claim(row.id, "task-1")
     row.heartbeat_at = utcnow() - timedelta(hours=1)
     db.session.commit()
-    new = pipeline.claim(row.id, "task-2")
+    new = leases.claim(row.id, "task-2")
     pipeline._run(row.id, new)
-    with pytest.raises(pipeline.Fenced):
-        pipeline._fenced_update(row.id, old, status="failed", error_message="late zombie write")
+    with pytest.raises(leases.Fenced):
+        leases.fenced_update(row.id, old, status="failed", error_message="late zombie write")
     db.session.refresh(row)
     assert (row.status, row.attempt, row.error_message) == ("completed", 2, None)
 
@@ -117,7 +117,7 @@ def test_a_superseded_run_cannot_write(app):
 def test_exhausted_attempts_end_failed(app):
     row = campaign(app, data=jpeg_bytes(), status="processing", attempt=app.config["MAX_ATTEMPTS"],
                    heartbeat_at=utcnow() - timedelta(hours=1))
-    assert pipeline.claim(row.id, "task-9") is None
+    assert leases.claim(row.id, "task-9") is None
     db.session.refresh(row)
     assert row.status == "failed" and "stopped unexpectedly" in row.error_message
 
@@ -130,13 +130,13 @@ def test_reconciler_enqueues_lost_rows_and_fails_exhausted_ones(app):
                       enqueued_at=old - timedelta(minutes=1))
     dead = campaign(app, data=jpeg_bytes(), status="processing", heartbeat_at=old,
                     attempt=app.config["MAX_ATTEMPTS"])
-    assert pipeline.reconcile() == {"enqueued": 2, "failed": 1}
+    assert reconciler.reconcile() == {"enqueued": 2, "failed": 1}
     for row in (never_sent, just_created, silent, dead):
         db.session.refresh(row)
     assert never_sent.enqueued_at is not None and silent.enqueued_at > old
     assert just_created.enqueued_at is None  # the web request may still be enqueueing it
     assert dead.status == "failed"
-    assert pipeline.reconcile() == {"enqueued": 0, "failed": 0}  # nothing is sent twice
+    assert reconciler.reconcile() == {"enqueued": 0, "failed": 0}  # nothing is sent twice
 
 
 def test_exif_rotated_upload_is_reported_in_oriented_pixels(app):
@@ -153,7 +153,7 @@ def test_exif_rotated_upload_is_reported_in_oriented_pixels(app):
 def test_a_campaign_deleted_while_saving_leaves_no_files(app, monkeypatch, caplog):
     row = campaign(app, data=jpeg_bytes())
     store = app.extensions["storage"]
-    save = pipeline._save_files
+    save = outputs.save
 
     def save_then_user_deletes(campaign_id, attempt, rendering):
         store.delete(campaign_id)  # the web request's delete: files first...
@@ -161,7 +161,7 @@ def test_a_campaign_deleted_while_saving_leaves_no_files(app, monkeypatch, caplo
         db.session.commit()
         save(campaign_id, attempt, rendering)  # ...then our writes recreate the folder
 
-    monkeypatch.setattr(pipeline, "_save_files", save_then_user_deletes)
+    monkeypatch.setattr(outputs, "save", save_then_user_deletes)
     campaign_id = row.id
     pipeline.process(campaign_id, "task-1")
     assert not store.campaign_dir(campaign_id).exists()
@@ -193,7 +193,7 @@ def test_the_heartbeat_keeps_a_long_run_leased(app, monkeypatch):
 def test_a_stale_runs_outputs_never_go_live(app):
     row = campaign(app, data=jpeg_bytes((1600, 1200), color=(20, 200, 20)))
     store = app.extensions["storage"]
-    stale = pipeline.claim(row.id, "task-1")
+    stale = leases.claim(row.id, "task-1")
     late = imaging.render(jpeg_bytes((1600, 1200), color=(200, 20, 200)), place=cropping.place,
                           max_pixels=10**8, max_side=20_000)
     row.heartbeat_at = utcnow() - timedelta(hours=1)  # the stale run froze; another takes over
@@ -201,8 +201,8 @@ def test_a_stale_runs_outputs_never_go_live(app):
     pipeline.process(row.id, "task-2")
     live = {p.name: p.read_bytes() for p in store.campaign_dir(row.id).iterdir()}
 
-    pipeline._save_files(row.id, stale, late)  # it wakes up mid-save...
-    with pytest.raises(pipeline.Fenced):
+    outputs.save(row.id, stale, late)  # it wakes up mid-save...
+    with pytest.raises(leases.Fenced):
         pipeline._finish(row.id, stale, dict.fromkeys(RATIOS, "auto"), late, {}, time.perf_counter())
     pipeline._superseded(row.id, stale)
     assert {p.name: p.read_bytes() for p in store.campaign_dir(row.id).iterdir()} == live
@@ -249,7 +249,7 @@ def test_the_reconciler_resends_a_silent_run_whose_resend_was_lost_too(app):
     old = utcnow() - timedelta(hours=1)
     silent = campaign(app, data=jpeg_bytes(), status="processing", attempt=1, heartbeat_at=old,
                       enqueued_at=old + timedelta(minutes=1))  # re-sent after the beat stopped; lost again
-    assert pipeline.reconcile() == {"enqueued": 1, "failed": 0}
+    assert reconciler.reconcile() == {"enqueued": 1, "failed": 0}
     db.session.refresh(silent)
     assert silent.enqueued_at > old + timedelta(minutes=30)
 
