@@ -46,12 +46,12 @@ def save(campaign_id: str, attempt: int, rendering: imaging.Rendering) -> None:
 
     A full disk is a StorageFull (retried later) and leaves nothing half-written behind."""
     store, staging = storage(), staging_dir(campaign_id, attempt)
-    outputs = {store.source_preview_path(campaign_id): rendering.source_preview}
+    files = {store.source_preview_path(campaign_id): rendering.source_preview}
     for variant in rendering.variants:
-        outputs[store.variant_path(campaign_id, variant.ratio)] = variant.jpeg
-        outputs[store.variant_path(campaign_id, variant.ratio, preview=True)] = variant.preview
+        files[store.variant_path(campaign_id, variant.ratio)] = variant.jpeg
+        files[store.variant_path(campaign_id, variant.ratio, preview=True)] = variant.preview
     try:
-        for final, data in outputs.items():
+        for final, data in files.items():
             store.write(staging / final.name, data)
     except OSError as e:
         shutil.rmtree(staging, ignore_errors=True)

@@ -77,8 +77,8 @@ def _wait_and_retry(campaign_id: str, attempt: int, error: sources.TransientSour
     try:
         # enqueued_at is when the retry is due: the reconciler re-sends only if it is that late.
         fenced_update(campaign_id, attempt, status="pending", stage="waiting to retry", progress=0,
-                       error_message=f"{error} Trying again in {round(countdown)} s.",
-                       enqueued_at=utcnow() + timedelta(seconds=countdown))
+                      error_message=f"{error} Trying again in {round(countdown)} s.",
+                      enqueued_at=utcnow() + timedelta(seconds=countdown))
     except Fenced:
         return
     log.info("campaign %s: attempt %s will retry in %.0f s", campaign_id, attempt, countdown)
@@ -126,8 +126,8 @@ def _finish(campaign_id: str, attempt: int, reasons: dict[str, str], rendering: 
     timings["total_ms"] = _ms(time.perf_counter() - started)
     # The fenced UPDATE first: it also locks the row, so a concurrent delete waits for us.
     fenced_update(campaign_id, attempt, commit=False, status="completed", stage=None, progress=100,
-                   finished_at=utcnow(), timings=timings, source_width=rendering.source_width,
-                   source_height=rendering.source_height, rerender_ratios=None)
+                  finished_at=utcnow(), timings=timings, source_width=rendering.source_width,
+                  source_height=rendering.source_height, rerender_ratios=None)
     # Still holding the row lock: no newer attempt can claim the campaign until we commit, so the
     # files that go live are exactly those of the attempt the row says completed.
     outputs.publish(campaign_id, attempt)
@@ -152,7 +152,7 @@ def _fail(campaign_id: str, attempt: int, reason: str) -> None:
     outputs.discard(campaign_id, attempt)
     with contextlib.suppress(Fenced):  # a newer run owns the campaign; its outcome stands
         fenced_update(campaign_id, attempt, status="failed", stage=None, finished_at=utcnow(),
-                       error_message=reason)
+                      error_message=reason)
         metrics.campaign_finished("failed")  # metrics: only when this run wrote the outcome
     log.info("campaign %s failed: %s", campaign_id, reason)
 
