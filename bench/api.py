@@ -1,6 +1,6 @@
 """API load benchmark: the portal under gunicorn against a bare Flask route, same settings, same run.
 
-    .venv/bin/python bench/api.py                 # ~2 min: 7 wrk runs of 12 s + start-up
+    .venv/bin/python bench/api.py                 # ~2.5 min: 8 wrk runs of 12 s + start-up
     .venv/bin/python bench/api.py --duration 20 --connections 50 --workers 4 --threads 4
     .venv/bin/python bench/api.py --other /tmp/base   # then an A/B of the GETs against another checkout
 
@@ -109,7 +109,8 @@ def main() -> int:
         if opts.auth_cache_seconds is not None:
             stack.env["PORTAL_AUTH_CACHE_SECONDS"] = str(opts.auth_cache_seconds)
         base = stack.gunicorn("portal", "wsgi:app", **gunicorn)
-        stack.env["FLOOR_PASSWORD"] = stack.password  # the floor's authenticated rows check the bench user's
+        # The floor's authenticated rungs check the bench user's name and password.
+        stack.env.update(FLOOR_USER=USER, FLOOR_PASSWORD=stack.password)
         floor_base = stack.gunicorn("floor", "bench.floor_app:app", **gunicorn)
         ids = setup_campaigns(stack, base, opts.campaigns)
         auth = "Basic " + base64.b64encode(f"{USER}:{stack.password}".encode()).decode()
@@ -117,7 +118,9 @@ def main() -> int:
         print(f"gunicorn --workers {opts.workers} --threads {opts.threads} (both apps); wrk -c{opts.connections} "
               f"-t{opts.wrk_threads} -d{opts.duration}s; warming up...", flush=True)
         wrk(f"{base}/api/campaigns/{ids[0]}", **{**run, "seconds": 3})  # every worker verifies once
-        wrk(f"{floor_base}/floor/row/{ids[0]}", **{**run, "seconds": 3})  # every thread connects once
+        warm = wrk(f"{floor_base}/floor/row/{ids[0]}", **{**run, "seconds": 3})  # threads connect on first use
+        if warm["errors"] or warm["non2xx"]:  # a rung answering 401/404 would time the wrong thing
+            raise RuntimeError(f"the floor's row rung failed: {warm['errors']} errors, {warm['non2xx']} non-2xx")
         body = json.dumps({**BRIEF, "name": "Bench POST"}).encode()
         cases = [
             ("floor: bare Flask JSON", "floor", lambda: wrk(f"{floor_base}/floor", **run)),

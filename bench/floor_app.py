@@ -1,22 +1,23 @@
-"""The framework's floor for bench/api.py: one Flask route returning a constant JSON, nothing else.
+"""The framework's floor for bench/api.py: a Flask route returning a constant JSON, nothing else.
 
 Served by the same gunicorn settings as the portal (`gunicorn bench.floor_app:app`, from the repository root).
 
-Two more rows of the same run's ladder: the least any route meeting the API goal's terms can do.
-`/floor/auth` adds HTTP Basic auth at its cheapest (Flask-HTTPAuth, the password compared with
-FLOOR_PASSWORD in constant time: what a cached verification could at best cost, with no sign-in
-throttle); `/floor/row/<id>` adds to it one primary-key SELECT of the campaign row through raw
-PyMySQL on a kept autocommit connection (DATABASE_URL), returned as JSON: what
-GET /api/campaigns/<id> must at least do, with no ORM, no pool, no metrics and no logging.
+Two more rungs of the same run's ladder, for the least any route meeting the API goal's terms
+can cost. `/floor/auth` adds HTTP Basic auth at its cheapest (Flask-HTTPAuth, the name and
+password compared with FLOOR_USER / FLOOR_PASSWORD in constant time: what a cached verification
+could at best cost, with no sign-in throttle); `/floor/row/<id>` adds to it one primary-key
+SELECT of the campaign row through raw PyMySQL on a kept autocommit connection (DATABASE_URL),
+returned as JSON: what GET /api/campaigns/<id> must at least do, with no ORM, no pool, no
+metrics and no request log of its own (gunicorn's access log is written for every app alike).
 """
 import hmac
 import os
 import threading
-from urllib.parse import urlsplit
 
 import pymysql
 from flask import Flask
 from flask_httpauth import HTTPBasicAuth
+from sqlalchemy.engine import make_url
 
 app = Flask(__name__)
 auth = HTTPBasicAuth()
@@ -35,8 +36,11 @@ def healthz():
 
 @auth.verify_password
 def verify(username: str, password: str) -> str | None:
-    expected = os.environ.get("FLOOR_PASSWORD", "")
-    return username if expected and hmac.compare_digest(password.encode(), expected.encode()) else None
+    user, secret = os.environ.get("FLOOR_USER", ""), os.environ.get("FLOOR_PASSWORD", "")
+    # Both compared, in constant time, whatever the first gives: as a real check must.
+    same_user = hmac.compare_digest(username.encode(), user.encode())
+    same_password = hmac.compare_digest(password.encode(), secret.encode())
+    return username if user and secret and same_user and same_password else None
 
 
 @app.get("/floor/auth")
@@ -48,9 +52,13 @@ def floor_auth():
 @app.get("/floor/row/<campaign_id>")
 @auth.login_required
 def floor_row(campaign_id: str):
-    with _db().cursor(pymysql.cursors.DictCursor) as cur:
-        cur.execute("SELECT * FROM campaigns WHERE id = %s", (campaign_id,))
-        row = cur.fetchone()
+    try:
+        with _db().cursor(pymysql.cursors.DictCursor) as cur:
+            cur.execute("SELECT * FROM campaigns WHERE id = %s", (campaign_id,))
+            row = cur.fetchone()
+    except pymysql.Error:
+        _connection.__dict__.pop("db", None)  # the next request on this thread connects afresh
+        raise
     if row is None:
         return {"error": "not found"}, 404
     return {key: value if isinstance(value, int | float | str | None) else str(value) for key, value in row.items()}
@@ -58,8 +66,8 @@ def floor_row(campaign_id: str):
 
 def _db() -> pymysql.Connection:
     if not hasattr(_connection, "db"):  # one per gunicorn thread, kept: the portal's pool does as much
-        url = urlsplit(os.environ["DATABASE_URL"].replace("mysql+pymysql://", "mysql://"))
-        _connection.db = pymysql.connect(host=url.hostname, port=url.port or 3306, user=url.username,
-                                         password=url.password or "", database=url.path.lstrip("/"),
+        url = make_url(os.environ["DATABASE_URL"])
+        _connection.db = pymysql.connect(host=url.host, port=url.port or 3306, user=url.username,
+                                         password=url.password or "", database=url.database,
                                          charset="utf8mb4", autocommit=True)
     return _connection.db

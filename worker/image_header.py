@@ -1,7 +1,7 @@
 """What is read of an upload before any pixel is decoded, and the sentences it is refused with.
 
 Pillow reads the header only: the format (sniffed from the bytes; Pillow opens just that plugin),
-the pixel and side caps, the EXIF orientation. worker/imaging.py decides from these before
+the pixel and side caps, the EXIF orientation. worker/decoding.py decides from these before
 libvips decodes anything.
 """
 from __future__ import annotations

@@ -10,10 +10,14 @@ import errno
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from portal.storage import TEMP_PREFIX, storage
 
-from . import imaging, sources
+from . import sources
+
+if TYPE_CHECKING:  # only for the annotation: leases and the reconciler need no libvips
+    from .imaging import Rendering
 
 STAGING = ".attempt-"  # <campaign>/.attempt-<n>/: one run's outputs until its fenced finish
 
@@ -41,7 +45,7 @@ def staging_dir(campaign_id: str, attempt: int) -> Path:
     return storage().campaign_dir(campaign_id) / f"{STAGING}{attempt}"
 
 
-def save(campaign_id: str, attempt: int, rendering: imaging.Rendering) -> None:
+def save(campaign_id: str, attempt: int, rendering: Rendering) -> None:
     """Write every output into this attempt's staging folder; publish() moves them into place.
 
     A full disk is a StorageFull (retried later) and leaves nothing half-written behind."""
