@@ -7,7 +7,7 @@ import zipfile
 from flask import Blueprint, abort, jsonify, render_template, request, send_file, url_for
 from werkzeug.exceptions import BadRequest
 
-from . import campaigns
+from . import campaigns, listing
 from .auth import current_user
 from .models import RATIOS, Campaign, Variant
 from .openapi import document
@@ -79,7 +79,7 @@ def form_to_brief(form) -> dict:
 
 @bp.get("/campaigns")
 def list_campaigns():
-    page = campaigns.list_for(current_user(), page=int_arg("page", 1),
+    page = listing.list_for(current_user(), page=int_arg("page", 1),
                               per_page=int_arg("per_page", None),
                               status=request.args.get("status") or None,
                               query=request.args.get("q") or None)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, make_response, render_template, request, url_for
 
-from . import campaigns
+from . import campaigns, listing
 from .api import form_to_brief
 from .auth import current_user
 from .htmx import is_htmx, page_or_fragment, redirect_to
@@ -19,12 +19,12 @@ def dashboard():
     status = request.args.get("status") or None
     query = (request.args.get("q") or "").strip()[:100] or None
     try:
-        page = campaigns.list_for(current_user(), page=request.args.get("page", 1, type=int),
+        page = listing.list_for(current_user(), page=request.args.get("page", 1, type=int),
                                   status=status, query=query)
     except Invalid:
-        status, page = None, campaigns.list_for(current_user(), query=query)
+        status, page = None, listing.list_for(current_user(), query=query)
     return page_or_fragment("dashboard.html", "_campaign_list.html", page=page, status=status, query=query,
-                            statuses=STATUSES, counts=campaigns.counts_for(current_user()))
+                            statuses=STATUSES, counts=listing.counts_for(current_user()))
 
 
 @bp.route("/campaigns/new", methods=["GET", "POST"])
@@ -118,9 +118,9 @@ def delete(campaign_id: str):
 def gallery():
     ratio = request.args.get("ratio") if request.args.get("ratio") in RATIOS else None
     campaign_id = request.args.get("campaign") or None
-    page = campaigns.variants_for(current_user(), page=request.args.get("page", 1, type=int),
+    page = listing.variants_for(current_user(), page=request.args.get("page", 1, type=int),
                                   per_page=24, ratio=ratio, campaign_id=campaign_id)
-    choices = campaigns.list_for(current_user(), per_page=100, status="completed").items
+    choices = listing.list_for(current_user(), per_page=100, status="completed").items
     return page_or_fragment("gallery.html", "_gallery_grid.html", page=page, ratio=ratio,
                             campaign_id=campaign_id, ratios=RATIOS, choices=choices)
 
