@@ -80,9 +80,9 @@ def form_to_brief(form) -> dict:
 @bp.get("/campaigns")
 def list_campaigns():
     page = listing.list_for(current_user(), page=int_arg("page", 1),
-                              per_page=int_arg("per_page", None),
-                              status=request.args.get("status") or None,
-                              query=request.args.get("q") or None)
+                            per_page=int_arg("per_page", None),
+                            status=request.args.get("status") or None,
+                            query=request.args.get("q") or None)
     def page_url(n: int) -> str:
         return url_for("api.list_campaigns", **{**request.args, "page": n})
     return jsonify(items=[campaign_json(c) for c in page.items], page=page.page,

@@ -20,7 +20,7 @@ def dashboard():
     query = (request.args.get("q") or "").strip()[:100] or None
     try:
         page = listing.list_for(current_user(), page=request.args.get("page", 1, type=int),
-                                  status=status, query=query)
+                                status=status, query=query)
     except Invalid:
         status, page = None, listing.list_for(current_user(), query=query)
     return page_or_fragment("dashboard.html", "_campaign_list.html", page=page, status=status, query=query,
@@ -119,7 +119,7 @@ def gallery():
     ratio = request.args.get("ratio") if request.args.get("ratio") in RATIOS else None
     campaign_id = request.args.get("campaign") or None
     page = listing.variants_for(current_user(), page=request.args.get("page", 1, type=int),
-                                  per_page=24, ratio=ratio, campaign_id=campaign_id)
+                                per_page=24, ratio=ratio, campaign_id=campaign_id)
     choices = listing.list_for(current_user(), per_page=100, status="completed").items
     return page_or_fragment("gallery.html", "_gallery_grid.html", page=page, ratio=ratio,
                             campaign_id=campaign_id, ratios=RATIOS, choices=choices)
