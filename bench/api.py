@@ -74,6 +74,13 @@ def wrk(url: str, seconds: int, connections: int, threads: int, auth: str | None
     return result
 
 
+def clean(result: dict, what: str) -> dict:
+    """The result, or RuntimeError if any request failed: where only 2xx answers time the right thing."""
+    if result["errors"] or result["non2xx"]:
+        raise RuntimeError(f"{what}: {result['errors']} errors, {result['non2xx']} non-2xx")
+    return result
+
+
 def setup_campaigns(stack: Stack, base: str, count: int) -> list[str]:
     Image.new("RGB", (1600, 1200), (180, 120, 60)).save(stack.import_dir / "beach.jpg", quality=90)
     session = stack.session()
@@ -118,9 +125,8 @@ def main() -> int:
         print(f"gunicorn --workers {opts.workers} --threads {opts.threads} (both apps); wrk -c{opts.connections} "
               f"-t{opts.wrk_threads} -d{opts.duration}s; warming up...", flush=True)
         wrk(f"{base}/api/campaigns/{ids[0]}", **{**run, "seconds": 3})  # every worker verifies once
-        warm = wrk(f"{floor_base}/floor/row/{ids[0]}", **{**run, "seconds": 3})  # threads connect on first use
-        if warm["errors"] or warm["non2xx"]:  # a rung answering 401/404 would time the wrong thing
-            raise RuntimeError(f"the floor's row rung failed: {warm['errors']} errors, {warm['non2xx']} non-2xx")
+        # Threads connect on first use; a rung answering 401/404 would time the wrong thing.
+        clean(wrk(f"{floor_base}/floor/row/{ids[0]}", **{**run, "seconds": 3}), "the floor's row rung")
         body = json.dumps({**BRIEF, "name": "Bench POST"}).encode()
         cases = [
             ("floor: bare Flask JSON", "floor", lambda: wrk(f"{floor_base}/floor", **run)),
@@ -169,11 +175,9 @@ def compare(stack: Stack, bases: dict[str, tuple[str, str]], campaign_id: str, r
             for name, (server, base) in (list(bases.items()) if n % 2 == 0 else list(bases.items())[::-1]):
                 commands = mariadb_commands(stack)
                 before = tree_cpu_seconds(stack.pids[server]) + sum(services_cpu_seconds().values())
-                r = wrk(base + path, headers={"HX-Request": "true"}, **run)
+                r = clean(wrk(base + path, headers={"HX-Request": "true"}, **run), f"{name} {route}")
                 after = tree_cpu_seconds(stack.pids[server]) + sum(services_cpu_seconds().values())
                 commands = mariadb_commands(stack) - commands
-                if r["errors"] or r["non2xx"]:
-                    raise RuntimeError(f"{name} {route}: {r['errors']} errors, {r['non2xx']} non-2xx")
                 requests = max(r["requests"], 1)
                 found[route][name].append((r["p50_us"] / 1000, (after - before) * 1000 / requests, commands / requests))
                 print(f"  A/B round {n + 1} {route} {name}: p50 {found[route][name][-1][0]:.1f} ms, "
